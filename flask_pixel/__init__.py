@@ -1,0 +1,1 @@
+"""Flask extension for pixel_middleware (in progress)."""

@@ -1,0 +1,47 @@
+"""Tracking-pixel endpoints for any WSGI app.
+
+Wrap an app in :class:`PixelMiddleware`; pixel URLs of RudderStack, Segment,
+mParticle and the compact form then decode into one canonical Segment-spec
+event, announced on :data:`event_received` and handed to a sink.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .collector import Collector
+from .dialects import Dialect
+from .events import DecodeError
+from .middleware import PixelMiddleware
+from .signals import event_received, event_rejected
+from .sinks import FanoutSink, LogSink, MemorySink, Sink, sink_from_url
+from .urls import PixelUrlWarning, build_pixel_url
+
+__version__ = "0.1.0"
+
+_LAZY = {"KafkaSink": "pixel_middleware.sinks.kafka", "HttpSink": "pixel_middleware.sinks.http"}
+
+
+def __getattr__(name: str) -> Any:
+    # Sinks with optional dependencies load only when asked for.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pixel_middleware' has no attribute {name!r}")
+
+
+__all__ = [
+    "Collector",
+    "DecodeError",
+    "Dialect",
+    "FanoutSink",
+    "LogSink",
+    "MemorySink",
+    "PixelMiddleware",
+    "PixelUrlWarning",
+    "Sink",
+    "build_pixel_url",
+    "event_received",
+    "event_rejected",
+    "sink_from_url",
+]

@@ -1,0 +1,72 @@
+"""``pixel-middleware serve`` runs a standalone collector; ``pixel-middleware url`` builds a pixel URL.
+
+``serve`` wraps a 404 app in :class:`~pixel_middleware.PixelMiddleware` and
+serves it with werkzeug's threaded server: right for trying things out and
+for small loads. In production, serve ``pixel_middleware.cli:make_app()``
+with a WSGI server such as gunicorn, or wrap your own app.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from .middleware import PixelMiddleware
+from .urls import build_pixel_url
+
+
+def make_app(sink: Optional[List[str]] = None, write_keys: Optional[List[str]] = None,
+             dialects: Optional[List[str]] = None, prefix: str = "") -> PixelMiddleware:
+    """A collector with nothing behind it: pixel routes answer, everything else is 404."""
+    return PixelMiddleware(None, sink=sink or None, write_keys=write_keys or None,
+                           dialects=dialects or None, prefix=prefix)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from werkzeug.serving import run_simple
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app = make_app(args.sink, args.write_key, args.dialect, args.prefix)
+    print(f"pixel collector on http://{args.host}:{args.port}/ (sink: {app.sink!r})", file=sys.stderr, flush=True)
+    try:
+        run_simple(args.host, args.port, app, threaded=True)
+    finally:
+        app.close(timeout=10)
+    return 0
+
+
+def _url(args: argparse.Namespace) -> int:
+    properties = dict(item.split("=", 1) for item in args.property)
+    print(build_pixel_url(args.base_url, args.event, type=args.type, user_id=args.user_id,
+                          anonymous_id=args.anonymous_id, properties=properties or None,
+                          write_key=args.write_key, dialect=args.dialect))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="pixel-middleware", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run a pixel collector")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--sink", action="append", help="sink URL, repeatable (default: log:)")
+    serve.add_argument("--write-key", action="append", help="accepted write key, repeatable (default: any)")
+    serve.add_argument("--dialect", action="append", help="dialect to answer, repeatable (default: all)")
+    serve.add_argument("--prefix", default="", help="mount the pixel routes under this path")
+    serve.set_defaults(run=_serve)
+
+    url = commands.add_parser("url", help="print a pixel URL")
+    url.add_argument("base_url")
+    url.add_argument("event", nargs="?")
+    url.add_argument("--type", default="track")
+    url.add_argument("--user-id")
+    url.add_argument("--anonymous-id")
+    url.add_argument("--write-key", required=True)
+    url.add_argument("--dialect", default="compact")
+    url.add_argument("-p", "--property", action="append", default=[], metavar="KEY=VALUE")
+    url.set_defaults(run=_url)
+
+    args = parser.parse_args(argv)
+    return args.run(args)

@@ -1,0 +1,185 @@
+"""The framework-free pipeline behind every pixel route: match, decode, enrich, signal, sink.
+
+:class:`~pixel_middleware.PixelMiddleware` wraps it around a WSGI app;
+:mod:`flask_pixel` mounts the same object's routes on a Flask app. Anything
+else (a Django view, another framework) can call :meth:`Collector.collect`
+with a WSGI environ and answer with :mod:`pixel_middleware.gif`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import Counter
+from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+from .dialects import Dialect, DialectSpec, get_dialects
+from .events import DecodeError, Event, enrich, now, parse_query
+from .signals import event_received, event_rejected, send_safely
+from .sinks import SinkSpec, resolve_sink
+
+_log = logging.getLogger("pixel_middleware")
+_VARIABLE = re.compile(r"<(?:[^>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
+
+WriteKeys = Union[Collection[str], Callable[[str], bool], None]
+
+
+class Route(NamedTuple):
+    """One URL rule and the dialects that answer it, in the order they are asked."""
+
+    rule: str
+    dialects: Tuple[Dialect, ...]
+    values: Mapping[str, str]
+
+
+class Match(NamedTuple):
+    """A request path matched to its route, with the rule's variables filled in."""
+
+    route: Route
+    values: Mapping[str, str]
+
+
+def _routes(dialects: Iterable[Dialect], prefix: str) -> List[Route]:
+    by_rule: Dict[str, List[Dialect]] = {}
+    values: Dict[str, Mapping[str, str]] = {}
+    for dialect in dialects:
+        for rule, rule_values in dialect.routes.items():
+            full = prefix + rule
+            if full in values and dict(values[full]) != dict(rule_values):
+                raise ValueError(f"dialects disagree about the route {full}")
+            by_rule.setdefault(full, []).append(dialect)
+            values[full] = rule_values
+    # Selective dialects first: compact must see a request before Segment takes it.
+    selective = lambda d: type(d).claims is Dialect.claims  # noqa: E731
+    return [Route(rule, tuple(sorted(ds, key=selective)), values[rule]) for rule, ds in by_rule.items()]
+
+
+def _compile(rule: str) -> "re.Pattern[str]":
+    """``/v1/<api_key>/Pixel`` -> a pattern with a named group per variable."""
+    parts, pos = [], 0
+    for m in _VARIABLE.finditer(rule):
+        parts += [re.escape(rule[pos : m.start()]), f"(?P<{m.group(1)}>[^/]+)"]
+        pos = m.end()
+    parts.append(re.escape(rule[pos:]))
+    return re.compile("".join(parts) + r"\Z")
+
+
+class Collector:
+    """Decodes pixel requests and delivers their events.
+
+    :param sink: a sink, a sink URL (``log:``, ``kafka://...``), or a list of
+        either to fan out to. Default: :class:`~pixel_middleware.LogSink`.
+    :param dialects: names or :class:`~pixel_middleware.Dialect` objects to
+        answer; default all built in (rudderstack, segment, mparticle, compact).
+    :param write_keys: accepted write keys, a collection or a callable
+        returning whether a key is accepted. ``None`` accepts any key, but a
+        request must still carry one (every vendor requires it). Write keys
+        are credentials: they are never put in events, signals or logs.
+    :param prefix: mount the vendor routes under this path (``"/t"`` gives
+        ``/t/v1/pixel/track``).
+    :param sender: the sender of the signals; ``PixelMiddleware`` passes
+        itself, :mod:`flask_pixel` the Flask app.
+    """
+
+    def __init__(
+        self,
+        *,
+        sink: SinkSpec = None,
+        dialects: Optional[Iterable[DialectSpec]] = None,
+        write_keys: WriteKeys = None,
+        prefix: str = "",
+        sender: Any = None,
+    ) -> None:
+        self.sink = resolve_sink(sink)
+        self.sender = sender if sender is not None else self
+        self.routes = _routes(get_dialects(dialects), prefix.rstrip("/"))
+        if isinstance(write_keys, str):
+            write_keys = (write_keys,)
+        if write_keys is None or callable(write_keys):
+            self._key_ok = write_keys
+        else:
+            self._key_ok = frozenset(write_keys).__contains__
+        #: Rejections by reason since start, e.g. ``{"missing_identity": 3}``;
+        #: ``sink_error`` counts events a sink failed to take.
+        self.rejections: Counter = Counter()
+        self._count_lock = threading.Lock()
+        self._static: Dict[str, Match] = {}
+        self._dynamic: List[Tuple[str, str, Any, Route]] = []
+        for route in self.routes:
+            if "<" not in route.rule:
+                self._static[route.rule] = Match(route, route.values)
+                continue
+            head = route.rule[: route.rule.index("<")]
+            tail = route.rule[route.rule.rindex(">") + 1 :]
+            self._dynamic.append((head, tail, _compile(route.rule), route))
+
+    def match(self, path: str) -> Optional[Match]:
+        """The pixel route ``path`` (a WSGI ``PATH_INFO``) belongs to, or ``None``."""
+        found = self._static.get(path)
+        if found is not None or not self._dynamic:
+            return found
+        for head, tail, pattern, route in self._dynamic:
+            if path.endswith(tail) and path.startswith(head):
+                m = pattern.match(path)
+                if m is not None:
+                    return Match(route, {**route.values, **m.groupdict()})
+        return None
+
+    def collect(self, environ: Mapping[str, Any], match: Match) -> Optional[Event]:
+        """Decode the request in ``environ`` and deliver its event; never raises.
+
+        Returns the accepted event, or ``None`` when the request was rejected
+        (the reason is logged on the ``pixel_middleware`` logger, counted in
+        :attr:`rejections` and sent on ``event_rejected``).
+        """
+        received_at = now()
+        dialect: Optional[Dialect] = None
+        try:
+            params = parse_query(environ.get("QUERY_STRING", ""))
+            for dialect in match.route.dialects:
+                if dialect.claims(params):
+                    break
+            else:
+                raise DecodeError("unknown_dialect", "no dialect claims this request")
+            event, write_key = dialect.decode(params, match.values)
+            if not write_key:
+                raise DecodeError("missing_write_key", "the request carries no write key")
+            key_ok = self._key_ok
+            if key_ok is not None and not key_ok(write_key):
+                raise DecodeError("invalid_write_key", "the write key is not accepted")
+            enrich(event, environ, received_at)
+        except DecodeError as error:
+            self._reject(error.reason, str(error), dialect, environ)
+            return None
+        except Exception:
+            _log.exception("dialect %s failed on a request; dropped", dialect and dialect.name)
+            self._reject("internal_error", "the dialect raised", dialect, environ)
+            return None
+        if event_received.receivers:
+            send_safely(event_received, self.sender, event=event, dialect=dialect.name)
+        try:
+            self.sink.emit(event, dialect=dialect.name, write_key=write_key)
+        except Exception:
+            _log.exception("sink %r failed to take event %s", self.sink, event.get("messageId"))
+            with self._count_lock:
+                self.rejections["sink_error"] += 1
+        return event
+
+    def _reject(self, reason: str, detail: str, dialect: Optional[Dialect], environ: Mapping[str, Any]) -> None:
+        name = dialect.name if dialect is not None else None
+        with self._count_lock:
+            self.rejections[reason] += 1
+        # The path, never the query: the query carries the write key.
+        _log.warning(
+            "pixel rejected: %s (%s) dialect=%s path=%s",
+            reason,
+            detail,
+            name,
+            environ.get("PATH_INFO", ""),
+        )
+        if event_rejected.receivers:
+            send_safely(event_rejected, self.sender, reason=reason, detail=detail, dialect=name)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Flush and close the sink."""
+        self.sink.close(timeout)

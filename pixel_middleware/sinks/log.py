@@ -1,0 +1,48 @@
+"""LogSink: one JSON line per event through :mod:`logging`.
+
+The default sink: events are visible with no infrastructure, and any log
+shipper can pick them up. Delivery is what the logging handlers give: the
+line is written before the response is sent, nothing is retried.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Union
+
+from ..events import Event
+from .base import Sink
+
+
+class LogSink(Sink):
+    """Log each event as one compact JSON line.
+
+    :param logger: a logger or a logger name (default ``pixel_middleware.events``).
+    :param level: the level events are logged at (default ``INFO``).
+
+    If the logger has no handler anywhere up its hierarchy, a stderr handler
+    printing the bare line is added, and its level is set so that the lines
+    show: as Flask does for ``app.logger``, because an unconfigured Python
+    logging setup would otherwise swallow every event in silence.
+    """
+
+    def __init__(self, logger: Union[str, logging.Logger, None] = None, level: int = logging.INFO) -> None:
+        if not isinstance(logger, logging.Logger):
+            logger = logging.getLogger(logger or "pixel_middleware.events")
+        if not logger.hasHandlers():
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+        if not logger.isEnabledFor(level) and logger.level == logging.NOTSET:
+            logger.setLevel(level)
+        self._log = logger.log
+        self._level = level
+
+    def emit(self, event: Event, **meta: Any) -> None:
+        self._log(self._level, "%s", json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+
+    @classmethod
+    def from_url(cls, url: str) -> "LogSink":
+        """``log:`` or ``log:LOGGER_NAME``."""
+        name = url.partition(":")[2].strip("/")
+        return cls(name or None)
