@@ -47,12 +47,12 @@ _DT = {v: k for k, v in _TYPES.items()}
 
 
 def _pairs(params: Mapping[str, str], keys: str, values: str) -> Dict[str, str]:
-    key_text = params.get(keys, "")
-    value_text = params.get(values, "")
+    key_text = params.get(keys)
+    value_text = params.get(values)
     if not key_text and not value_text:
         return {}
-    names = key_text.split(",")
-    items = value_text.split(",")
+    names = key_text.split(",") if key_text is not None else []
+    items = value_text.split(",") if value_text is not None else []
     if len(names) != len(items):
         raise DecodeError("mismatched_lists", f"{keys} and {values} differ in length")
     result: Dict[str, str] = {}
