@@ -149,11 +149,11 @@ class Collector:
                 raise DecodeError("invalid_write_key", "the write key is not accepted")
             enrich(event, environ, received_at)
         except DecodeError as error:
-            self._reject(error.reason, str(error), dialect, environ)
+            self._reject(error.reason, str(error), dialect, match)
             return None
         except Exception:
             _log.exception("dialect %s failed on a request; dropped", dialect and dialect.name)
-            self._reject("internal_error", "the dialect raised", dialect, environ)
+            self._reject("internal_error", "the dialect raised", dialect, match)
             return None
         if event_received.receivers:
             send_safely(event_received, self.sender, event=event, dialect=dialect.name)
@@ -165,18 +165,12 @@ class Collector:
                 self.rejections["sink_error"] += 1
         return event
 
-    def _reject(self, reason: str, detail: str, dialect: Optional[Dialect], environ: Mapping[str, Any]) -> None:
+    def _reject(self, reason: str, detail: str, dialect: Optional[Dialect], match: Match) -> None:
         name = dialect.name if dialect is not None else None
         with self._count_lock:
             self.rejections[reason] += 1
-        # The path, never the query: the query carries the write key.
-        _log.warning(
-            "pixel rejected: %s (%s) dialect=%s path=%s",
-            reason,
-            detail,
-            name,
-            environ.get("PATH_INFO", ""),
-        )
+        # The rule, not the path or query: both may carry the write key.
+        _log.warning("pixel rejected: %s (%s) dialect=%s route=%s", reason, detail, name, match.route.rule)
         if event_rejected.receivers:
             send_safely(event_rejected, self.sender, reason=reason, detail=detail, dialect=name)
 

@@ -1,0 +1,79 @@
+"""The shared rules: numeric coercion and timestamps."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pixel_middleware.events import DecodeError, coerce_number, parse_timestamp
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param("1920", 1920, id="int"),
+        pytest.param("29.99", 29.99, id="decimal"),
+        pytest.param("-7", -7, id="negative"),
+        pytest.param("0", 0, id="zero"),
+        pytest.param("0.5", 0.5, id="leading-zero-decimal"),
+        pytest.param("9007199254740992", 9007199254740992, id="2**53"),
+        pytest.param("9007199254740993", "9007199254740993", id="past-2**53"),
+        pytest.param("804827945997959209", "804827945997959209", id="rybbit-368"),
+        pytest.param("1.0.0", "1.0.0", id="version"),
+        pytest.param("007", "007", id="leading-zero"),
+        pytest.param("-0", "-0", id="minus-zero"),
+        pytest.param("1.10", "1.10", id="trailing-zero"),
+        pytest.param("1e3", "1e3", id="exponent-text-differs"),
+        pytest.param("0.1000000000000000055511151231257827", "0.1000000000000000055511151231257827", id="too-precise"),
+        pytest.param("+5", "+5", id="plus"),
+        pytest.param(" 5", " 5", id="space"),
+        pytest.param("5.", "5.", id="dangling-dot"),
+        pytest.param("١٢", "١٢", id="arabic-digits"),
+        pytest.param("NaN", "NaN", id="nan"),
+        pytest.param("", "", id="empty"),
+    ],
+)
+def test_coercion_table(text, expected):
+    result = coerce_number(text)
+    assert result == expected and type(result) is type(expected)
+
+
+@given(st.text(max_size=30))
+def test_coercion_survives_the_round_trip(text):
+    value = coerce_number(text)
+    assert value is text or json.dumps(value) == text
+
+
+@given(st.integers(min_value=-(2**53), max_value=2**53) | st.floats(allow_nan=False, allow_infinity=False))
+def test_numbers_written_by_python_or_javascript_come_back(number):
+    text = repr(number)
+    if "e" in text or "inf" in text:
+        return
+    assert coerce_number(text) == number
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1740493800000", "2025-02-25T14:30:00.000Z"),
+        (1740493800123, "2025-02-25T14:30:00.123Z"),
+        ("0", "1970-01-01T00:00:00.000Z"),
+        ("2025-02-25T14:30:00Z", "2025-02-25T14:30:00.000Z"),
+        ("2025-02-25T14:30:00.123456Z", "2025-02-25T14:30:00.123Z"),
+        ("2025-02-25T16:30:00.250+02:00", "2025-02-25T14:30:00.250Z"),
+        ("2025-02-25T14:30:00", "2025-02-25T14:30:00.000Z"),
+        ("2025-02-25", "2025-02-25T00:00:00.000Z"),
+    ],
+)
+def test_timestamps(value, expected):
+    assert parse_timestamp(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "soon", "1.5", "-1", "1e12", "9" * 16, "253402300800000", "2025-13-01T00:00:00Z",
+                                   "0001-01-01T00:00:00Z", True, None, 1.5, {"t": 1}])
+def test_bad_timestamps(value):
+    with pytest.raises(DecodeError) as error:
+        parse_timestamp(value)
+    assert error.value.reason == "invalid_timestamp"
