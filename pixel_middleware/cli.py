@@ -27,6 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # werkzeug's access log prints whole URLs, and pixel URLs carry write keys.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = make_app(args.sink, args.write_key, args.dialect, args.prefix)
     print(f"pixel collector on http://{args.host}:{args.port}/ (sink: {app.sink!r})", file=sys.stderr, flush=True)
     try:

@@ -1,0 +1,117 @@
+"""Over real HTTP: a wrapped app behind a real WSGI server, and the `pixel-middleware serve` command."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Iterator
+
+import pytest
+from werkzeug.serving import make_server
+
+from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url
+from pixel_middleware.gif import GIF
+from tests.conftest import downstream_app
+
+
+@pytest.fixture
+def served() -> Iterator[tuple]:
+    sink = MemorySink()
+    server = make_server("127.0.0.1", 0, PixelMiddleware(downstream_app, sink=sink), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", sink
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def get(url: str, method: str = "GET", **headers: str):
+    request = urllib.request.Request(url, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, dict(error.headers), error.read()
+
+
+def test_pixels_over_http(served):
+    base, sink = served
+    urls = [
+        build_pixel_url(base, "Email Opened", user_id="u1", properties={"campaign": "c-1"}, write_key="k"),
+        build_pixel_url(base, "Pricing", type="page", anonymous_id="a1", write_key="k", dialect="rudderstack"),
+        build_pixel_url(base, "Signed Up", user_id="u2", write_key="k", dialect="segment"),
+        build_pixel_url(base, "Clicked", user_id="u3", write_key="k", dialect="mparticle"),
+    ]
+    for url in urls:
+        status, headers, body = get(url, **{"User-Agent": "MailClient/2.0"})
+        assert (status, headers["Content-Type"], headers["Cache-Control"], body) == (
+            200, "image/gif", "no-store, no-cache, must-revalidate", GIF)
+    assert [(e["type"], e.get("event") or e.get("name")) for e in sink.events] == [
+        ("track", "Email Opened"), ("page", "Pricing"), ("track", "Signed Up"), ("track", "Clicked")]
+    assert {e["context"]["ip"] for e in sink.events} == {"127.0.0.1"}
+    assert {e["context"]["userAgent"] for e in sink.events} == {"MailClient/2.0"}
+    status, headers, body = get(base + "/v1/pixel/track", method="POST")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    status, _, body = get(base + "/pixel/v1/track?writeKey=k", method="HEAD")
+    assert status == 200 and body == b""
+    assert get(base + "/dashboard")[2] == b"downstream /dashboard"
+    assert len(sink.events) == 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_command_runs_a_collector_with_the_log_sink(tmp_path):
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pixel_middleware", "serve", "--port", str(port), "--write-key", "demo-key"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, _, body = get(build_pixel_url(base, "Email Opened", user_id="u9", write_key="demo-key"))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.1)
+        assert (status, body) == (200, GIF)
+        get(build_pixel_url(base, "Email Opened", user_id="u9", write_key="wrong-key"))
+        deadline = time.monotonic() + 10
+        while "invalid_write_key" not in (tmp_path / "serve.log").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+    lines = (tmp_path / "serve.log").read_text().splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [(e["event"], e["userId"]) for e in events] == [("Email Opened", "u9")]
+    assert any("pixel rejected: invalid_write_key" in line for line in lines)
+    assert not any("demo-key" in line or "wrong-key" in line for line in lines), "a write key was logged"
+
+
+def test_url_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "pixel_middleware", "url", "https://x.test", "Email Opened", "--user-id", "u1",
+         "--write-key", "k", "-p", "campaign=c1"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert done.stdout.startswith("https://x.test/v1/pixel/track?wk=k&e=Email+Opened&uid=u1&p.campaign=c1&cb=")
