@@ -1,0 +1,18 @@
+"""Settings of the example: no database, no apps, one view; the pixel settings at the end."""
+from __future__ import annotations
+
+import os
+
+SECRET_KEY = "example-only-not-secret"
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ROOT_URLCONF = "pixelsite.urls"
+WSGI_APPLICATION = "pixelsite.wsgi.application"
+INSTALLED_APPS: list = []
+DATABASES: dict = {}
+USE_TZ = True
+
+#: Where events go: a sink URL (log:, kafka://host:9092/topic, https://...), read by wsgi.py.
+PIXEL_SINK = os.environ.get("PIXEL_SINK", "log:")
+#: The write keys the pixel routes accept.
+PIXEL_WRITE_KEYS = [key.strip() for key in os.environ.get("PIXEL_WRITE_KEYS", "demo-key").split(",") if key.strip()]

@@ -1,0 +1,183 @@
+"""Each example starts with the command written at its top, answers a pixel over HTTP, and the event arrives.
+
+Every example runs as its own process on a free loopback port, and each test
+stops the process it started.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+USER_AGENT = "pixel-examples-test/1.0"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """An example server as a subprocess; its merged stdout/stderr lines collected by a thread."""
+
+    def __init__(self, argv: List[str], port: int, env: Optional[Dict[str, str]] = None) -> None:
+        self.port = port
+        self.lines: List[str] = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"example exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail(f"example did not listen on port {self.port} within {timeout}s:\n{self.output()}")
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for line in self.lines:
+                    if predicate(line):
+                        return line
+            time.sleep(0.05)
+        pytest.fail(f"expected output did not appear within {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def get(self, path: str) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers={"User-Agent": USER_AGENT})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[..., Process]]:
+    started: List[Process] = []
+
+    def run(argv: List[str], port: int, env: Optional[Dict[str, str]] = None) -> Process:
+        process = Process([sys.executable, *argv], port, env)
+        started.append(process)
+        process.wait_ready()
+        return process
+
+    yield run
+    for process in started:
+        process.stop()
+
+
+def event_lines(process: Process, name: str) -> Callable[[str], bool]:
+    """A predicate for the log sink's JSON line of an event called ``name``."""
+
+    def matches(line: str) -> bool:
+        if not line.startswith("{"):
+            return False
+        event = json.loads(line)
+        return name in (event.get("event"), event.get("name"))
+
+    return matches
+
+
+def assert_gif(status: int, headers: Any, body: bytes) -> None:
+    assert status == 200 and headers["Content-Type"] == "image/gif" and body.startswith(b"GIF89a")
+
+
+def test_plain_wsgi_example(start: Callable[..., Process]) -> None:
+    port = free_port()
+    server = start(["examples/wsgi_app.py", "--port", str(port)], port, {"PIXEL_SINK": "log:"})
+    status, headers, page = server.get("/")
+    pixel = html.unescape(re.search(rb'src="([^"]+)"', page).group(1).decode())
+    assert pixel.startswith(f"http://127.0.0.1:{port}/v1/pixel/page?")
+    assert_gif(*server.get(pixel.split(str(port), 1)[1]))
+    assert_gif(*server.get("/v1/pixel/track?wk=demo-key&e=Signed+Up&uid=u-1"))
+    page_view = json.loads(server.wait_for(event_lines(server, "Hello")))
+    assert page_view["type"] == "page" and page_view["anonymousId"] == "wsgi-visitor"
+    signed_up = json.loads(server.wait_for(event_lines(server, "Signed Up")))
+    assert signed_up["userId"] == "u-1" and signed_up["context"]["userAgent"] == USER_AGENT
+
+
+def test_django_example(start: Callable[..., Process]) -> None:
+    port = free_port()
+    server = start(
+        ["examples/django_project/manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        port,
+        {"PIXEL_SINK": "log:", "PIXEL_WRITE_KEYS": "demo-key"},
+    )
+    status, headers, page = server.get("/")
+    assert status == 200 and b"Django behind PixelMiddleware" in page
+    pixel = html.unescape(re.search(rb'src="([^"]+)"', page).group(1).decode())
+    assert_gif(*server.get(pixel.split(str(port), 1)[1]))
+    assert_gif(*server.get("/v1/pixel/track?wk=demo-key&e=Order+Completed&uid=u-9&p.revenue=29.99"))
+    assert_gif(*server.get("/v1/pixel/track?wk=not-accepted&e=Forged&uid=u-9"))
+    home = json.loads(server.wait_for(event_lines(server, "Home")))
+    assert home["type"] == "page" and home["anonymousId"] == "django-visitor"
+    order = json.loads(server.wait_for(event_lines(server, "Order Completed")))
+    assert order["properties"] == {"revenue": 29.99} and order["context"]["userAgent"] == USER_AGENT
+    server.wait_for(lambda line: "pixel rejected: invalid_write_key" in line)
+    assert not any(event_lines(server, "Forged")(line) for line in server.output().splitlines())
+
+
+def test_flask_example(start: Callable[..., Process]) -> None:
+    port = free_port()
+    server = start(
+        ["examples/flask_app/app.py", "--port", str(port)], port, {"PIXEL_SINK": "log:", "PIXEL_WRITE_KEY": "demo-key"}
+    )
+    status, headers, page = server.get("/emails/spring-sale/preview?user=u-1002")
+    assert status == 200 and b"Spring sale" in page
+    pixel = html.unescape(re.search(rb'<img src="([^"]+)"', page).group(1).decode())
+    assert pixel.startswith(f"http://127.0.0.1:{port}/v1/pixel/track?wk=demo-key&e=Email+Opened&")
+    path = pixel.split(str(port), 1)[1]
+    for _ in range(2):
+        assert_gif(*server.get(path))
+    assert json.loads(server.get("/stats.json")[2]) == {"spring-sale": 2}
+    assert b'id="opens-spring-sale">2<' in server.get("/stats")[2]
+    opened = json.loads(server.wait_for(event_lines(server, "Email Opened")))
+    assert opened["userId"] == "u-1002" and opened["properties"] == {"campaign_id": "spring-sale"}
