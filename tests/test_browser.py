@@ -1,0 +1,108 @@
+"""A real browser opens the Flask example's email preview, and its pixel request becomes the event.
+
+Headless Chromium (Debian's ``chromium``) loads the page from a live loopback
+server with ``--dump-dom``, which returns after the load event, that is after
+the pixel image was fetched. Where Chromium is absent the test skips, except
+under CI (``CI`` set), where a missing browser is a failure.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+from werkzeug.serving import make_server
+
+from pixel_middleware import MemorySink, event_received
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def find_chromium() -> Optional[str]:
+    return shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium") or None
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    found = find_chromium()
+    if found is None:
+        reason = "headless Chromium is not installed (Debian: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; under CI the browser test must run")
+        pytest.skip(reason)
+    return found
+
+
+def load_example():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("flask_example_app", ROOT / "examples" / "flask_app" / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # Flask finds the example's templates through its module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[spec.name]
+        raise
+    return module
+
+
+@pytest.fixture
+def live_example() -> Iterator[tuple]:
+    """The Flask example on a loopback port in a thread, with a memory sink; shut down afterwards."""
+    sink = MemorySink()
+    app = load_example().create_app({"PIXEL_SINK": sink, "PIXEL_WRITE_KEY": "browser-key"})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield app, sink, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_chromium_loads_the_email_preview_and_its_pixel_is_recorded(
+    chromium: str, live_example: tuple, tmp_path: Path
+) -> None:
+    app, sink, base = live_example
+    version = subprocess.run([chromium, "--version"], capture_output=True, text=True, timeout=30).stdout
+    major = re.search(r"(\d+)\.\d+\.\d+\.\d+", version)
+    received = []
+    with event_received.connected_to(lambda sender, **kw: received.append(sender), sender=app):
+        result = subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+             f"{base}/emails/welcome/preview?user=u-1002"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert result.returncode == 0, result.stderr
+    assert '<img src="' + base + "/v1/pixel/track?" in result.stdout, result.stdout
+    (event,) = sink.events
+    assert (event["type"], event["event"], event["userId"]) == ("track", "Email Opened", "u-1002")
+    assert event["properties"] == {"campaign_id": "welcome"}
+    agent = event["context"]["userAgent"]
+    assert "HeadlessChrome/" in agent
+    if major:
+        assert f"HeadlessChrome/{major.group(1)}." in agent
+    assert event["context"]["ip"] == "127.0.0.1"
+    assert received == [app]
+    assert app.extensions["open_counter"].counts() == {"welcome": 1}
