@@ -18,6 +18,9 @@ from .memory import MemorySink
 SCHEMES: Dict[str, str] = {
     "log": "pixel_middleware.sinks.log:LogSink",
     "memory": "pixel_middleware.sinks.memory:MemorySink",
+    "kafka": "pixel_middleware.sinks.kafka:KafkaSink",
+    "http": "pixel_middleware.sinks.http:HttpSink",
+    "https": "pixel_middleware.sinks.http:HttpSink",
 }
 
 SinkSpec = Union[Sink, str, Iterable[Union[Sink, str]], None]
