@@ -17,7 +17,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Dict, Mapping, Optional
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 Event = Dict[str, Any]
 
@@ -56,6 +56,10 @@ def parse_query(query_string: str) -> Dict[str, str]:
     First-wins matches rudder-server. Percent-escapes that are not two hex
     digits and bytes that are not UTF-8 are refused rather than guessed at,
     since a value changed in transit is not the value the sender meant.
+
+    This is ``urllib.parse.parse_qsl`` without its per-pair overhead: most
+    names and many values of a pixel URL hold no escape at all and are taken
+    as they are. Percent-decoding itself is the standard library's.
     """
     if len(query_string) > MAX_QUERY_BYTES:
         raise DecodeError("query_too_long", f"query string is over {MAX_QUERY_BYTES} bytes")
@@ -67,18 +71,24 @@ def parse_query(query_string: str) -> Dict[str, str]:
             raise DecodeError("invalid_encoding", "query string is not UTF-8") from None
     if "%" in query_string and _BAD_PERCENT.search(query_string):
         raise DecodeError("invalid_encoding", "invalid percent-encoding")
+    pieces = query_string.split("&")
+    if len(pieces) > MAX_PARAMETERS:
+        raise DecodeError("too_many_parameters", f"more than {MAX_PARAMETERS} parameters")
+    params: Dict[str, str] = {}
     try:
-        pairs = parse_qsl(
-            query_string, keep_blank_values=True, errors="strict", max_num_fields=MAX_PARAMETERS
-        )
+        for piece in pieces:
+            if not piece:
+                continue
+            name, _, value = piece.partition("=")
+            if "%" in name or "+" in name:
+                name = unquote_to_bytes(name.replace("+", " ")).decode("utf-8")
+            if name in params:
+                continue
+            if "%" in value or "+" in value:
+                value = unquote_to_bytes(value.replace("+", " ")).decode("utf-8")
+            params[name] = value
     except UnicodeDecodeError:
         raise DecodeError("invalid_encoding", "percent-encoded bytes are not UTF-8") from None
-    except ValueError:
-        raise DecodeError("too_many_parameters", f"more than {MAX_PARAMETERS} parameters") from None
-    params: Dict[str, str] = {}
-    for key, value in pairs:
-        if key not in params:
-            params[key] = value
     return params
 
 
@@ -158,7 +168,12 @@ def flat_event(
                 node = event.get(container)
                 if node is None:
                     node = event[container] = {}
-                assign(node, rest, coerce_number(value) if coerce else value, 2)
+                if coerce:
+                    value = coerce_number(value)
+                if "." in rest or not rest or rest in node:
+                    assign(node, rest, value, 2)  # the general case, with its checks
+                else:
+                    node[rest] = value
     return event
 
 

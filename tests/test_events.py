@@ -77,3 +77,21 @@ def test_bad_timestamps(value):
     with pytest.raises(DecodeError) as error:
         parse_timestamp(value)
     assert error.value.reason == "invalid_timestamp"
+
+
+query_text = st.lists(
+    st.sampled_from(["a", "b", "=", "&", "+", "%20", "%2B", "%26", "%3D", "%C3%A9", ".", "x.y", "é"]), max_size=20
+).map("".join)
+
+
+@given(query_text)
+def test_parse_query_agrees_with_parse_qsl(query):
+    from urllib.parse import parse_qsl
+
+    from pixel_middleware.events import parse_query
+
+    expected = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        expected.setdefault(name, value)
+    wsgi = query.encode("utf-8").decode("latin-1")  # as a server hands it over
+    assert parse_query(wsgi) == expected

@@ -1,0 +1,142 @@
+"""Microseconds per pixel request in one process, against baselines measured in the same run.
+
+    python benchmarks/bench_core.py [--quick]
+
+For the RudderStack track example (seed 001) and the Segment base64 example
+(seed 002), each variant handles the same WSGI environ in a loop:
+
+  middleware   PixelMiddleware + MemorySink: decode, enrich, signal check, sink
+  (a) bare     a bare WSGI callable returning the GIF: the floor
+  (b) flask    a hand-written Flask route: request.args, nest dot keys (or
+               base64 + json.loads), json.dumps, log the line
+  (c) parse_qsl  the same parse as (b) by hand with urllib.parse.parse_qsl in
+               a plain WSGI callable
+
+Targets: middleware <= 1.0x (c) and <= 0.35x (b). Absolute figures depend on
+the machine; the ratios are what to compare across runs.
+"""
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import logging
+import os
+import sys
+import time
+from typing import Callable, Dict, List
+from urllib.parse import parse_qsl
+
+from flask import Flask, request
+from werkzeug.test import EnvironBuilder
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from pixel_middleware import MemorySink, PixelMiddleware  # noqa: E402
+from pixel_middleware.gif import GIF, GIF_HEADERS  # noqa: E402
+
+RUDDERSTACK = (
+    "/pixel/v1/track",
+    "writeKey=WRITE_KEY&anonymousId=anon-123&context.locale=en-US"
+    "&context.userAgent=Mozilla%2F5.0%20(Windows%20NT%2010.0%3B%20Win64%3B%20x64)"
+    "&context.page.path=%2Fproduct%2Fsku-123&context.page.url=https%3A%2F%2Fexample.com%2Fproduct%2Fsku-123"
+    "&context.page.referrer=https%3A%2F%2Fexample.com%2F&context.page.title=Product%20Page"
+    "&context.screen.width=1920&context.screen.height=1080&name=Product%20Page"
+    "&event=Product%20Viewed&properties.productId=sku-123&properties.revenue=29.99",
+)
+SEGMENT = (
+    "/v1/pixel/track",
+    "data=eyJ3cml0ZUtleSI6ICJZT1VSX1dSSVRFX0tFWSIsICJ1c2VySWQiOiAiMDI1cGlrYWNodTAyNSIsICJldmVudCI6ICJFbWFpbCBPcGVuZWQ"
+    "iLCAicHJvcGVydGllcyI6IHsgICAic3ViamVjdCI6ICJUaGUgRWxlY3RyaWMgRGFpbHkiLCAgICJlbWFpbCI6ICJwZWVrQXRNZUBlbWFpbC5wb2tlIiB9fQ",
+)
+
+baseline_log = logging.getLogger("bench.baseline")
+baseline_log.propagate = False
+baseline_log.setLevel(logging.INFO)
+_devnull = open(os.devnull, "w")
+_handler = logging.StreamHandler(_devnull)
+_handler.setFormatter(logging.Formatter("%(message)s"))
+baseline_log.addHandler(_handler)
+
+
+def nest(pairs) -> Dict:
+    event: Dict = {}
+    for key, value in pairs:
+        node = event
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node.setdefault(leaf, value)
+    return event
+
+
+def decode_by_hand(path: str, pairs) -> Dict:
+    if path == "/v1/pixel/track":
+        data = dict(pairs)["data"]
+        return json.loads(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
+    return nest(pairs)
+
+
+def bare(environ, start_response):
+    start_response("200 OK", GIF_HEADERS[:])
+    return [GIF]
+
+
+def by_hand(environ, start_response):
+    event = decode_by_hand(environ["PATH_INFO"], parse_qsl(environ["QUERY_STRING"], keep_blank_values=True))
+    baseline_log.info("%s", json.dumps(event))
+    start_response("200 OK", GIF_HEADERS[:])
+    return [GIF]
+
+
+flask_app = Flask(__name__)
+
+
+@flask_app.route("/pixel/v1/track")
+@flask_app.route("/v1/pixel/track")
+def flask_pixel():
+    event = decode_by_hand(request.path, request.args.items())
+    baseline_log.info("%s", json.dumps(event))
+    return GIF, 200, GIF_HEADERS
+
+
+def per_request(app: Callable, environ: Dict, loops: int, repeats: int) -> float:
+    """Best mean microseconds per request over ``repeats`` runs of ``loops`` requests."""
+    start_response = lambda status, headers, exc_info=None: None  # noqa: E731
+    best = float("inf")
+    for _ in range(repeats):
+        gc.collect()
+        begin = time.perf_counter()
+        for _ in range(loops):
+            for chunk in app(environ.copy(), start_response):
+                pass
+        best = min(best, (time.perf_counter() - begin) / loops * 1e6)
+    return best
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    loops, repeats = (2000, 3) if quick else (20000, 7)
+    print(f"python {sys.version.split()[0]}, {loops} requests x {repeats} runs, best run shown")
+    for label, (path, query) in (("RudderStack track", RUDDERSTACK), ("Segment base64", SEGMENT)):
+        environ = EnvironBuilder(path=path, query_string=query, headers={"User-Agent": "Bench/1"},
+                                 environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
+        sink = MemorySink()
+        middleware = PixelMiddleware(None, sink=sink)
+        figures: List = []
+        for name, app in (("middleware", middleware), ("(a) bare WSGI", bare), ("(b) Flask route", flask_app.wsgi_app),
+                          ("(c) parse_qsl", by_hand)):
+            figures.append((name, per_request(app, environ, loops, repeats)))
+            sink.events.clear()
+        assert middleware.rejections == {}, middleware.rejections
+        mw = figures[0][1]
+        print(f"\n{label}")
+        for name, micros in figures:
+            print(f"  {name:<16} {micros:7.2f} us/request   middleware / this = {mw / micros:5.2f}x")
+        verdict = lambda ok: "ok" if ok else "MISSED"  # noqa: E731
+        print(f"  target middleware <= 1.0x (c): {mw / figures[3][1]:.2f}x {verdict(mw <= figures[3][1])}; "
+              f"<= 0.35x (b): {mw / figures[2][1]:.2f}x {verdict(mw <= 0.35 * figures[2][1])}")
+
+
+if __name__ == "__main__":
+    main()
