@@ -174,7 +174,7 @@ def handler_for(endpoint: Endpoint) -> type:
                     {
                         "at": time.monotonic(),
                         "path": self.path,
-                        "headers": dict(self.headers),
+                        "headers": {name.lower(): value for name, value in self.headers.items()},
                         "json": json.loads(body),
                         "status": status,
                     }
