@@ -228,11 +228,15 @@ class PixelState:
         write_key = self.settings["write_key"]
         if not write_key:
             raise RuntimeError("set PIXEL_WRITE_KEY: pixel URLs carry the write key the app's routes accept")
+        event = _plain(event)
+        if type == "track" and not event:
+            # The routes would drop it (missing_event): better to fail where the mistake is.
+            raise ValueError("a track pixel needs an event name, e.g. pixel_url('Email Opened', user)")
         uid = (self.settings["user_resolver"] or user_id)(user)
         props = {k: v for k, v in _plain(properties).items() if v is not None}
         return build_pixel_url(
             self.base_url(),
-            _plain(event),
+            event,
             type=type,
             user_id=None if uid is None else str(uid),
             properties=props or None,

@@ -302,3 +302,17 @@ def test_other_dialects_for_urls(make_app: Callable[..., Flask], pixel_sink: Mem
     fetch(app, url)
     (event,) = pixel_sink.events
     assert (event["event"], event["userId"], event["properties"]) == ("Email Opened", "u1", {"campaign_id": 3})
+
+
+def test_a_track_pixel_without_an_event_name_is_refused(make_app: Callable[..., Flask]) -> None:
+    app = make_app(PIXEL_BASE_URL="https://example.com")
+    with app.app_context(), pytest.raises(ValueError, match="needs an event name"):
+        flask_pixel.pixel_url(None, "u1")
+
+
+def test_another_apps_request_does_not_lend_its_host(make_app: Callable[..., Flask]) -> None:
+    mailer = make_app(PIXEL_BASE_URL="https://mail.example")
+    web = make_app(PIXEL_BASE_URL="https://web.example")
+    with web.test_request_context("/", base_url="http://internal:8000"):
+        assert mailer.extensions["pixel"].pixel_url("E").startswith("https://mail.example/v1/pixel/track?")
+        assert web.extensions["pixel"].pixel_url("E").startswith("http://internal:8000/v1/pixel/track?")
