@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from flask import Blueprint, Flask, Response, current_app, has_request_context, request
 from jinja2 import Undefined
@@ -57,7 +57,6 @@ SETTINGS: Dict[str, Tuple[str, Any]] = {
     "user_traits": ("PIXEL_USER_TRAITS", None),
 }
 
-UserResolver = Callable[[Any], Optional[str]]
 UserTraits = Union[Sequence[str], Callable[[Any], Optional[Mapping[str, Any]]], None]
 
 

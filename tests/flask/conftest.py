@@ -15,7 +15,7 @@ from blinker import Signal
 from flask import Flask
 
 from flask_pixel import Pixel
-from pixel_middleware import MemorySink, event_received, event_rejected
+from pixel_middleware import MemorySink
 
 WRITE_KEY = "test-key"
 
