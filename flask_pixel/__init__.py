@@ -128,8 +128,9 @@ def _traits(user: Any, spec: UserTraits) -> Optional[Dict[str, Any]]:
     if callable(spec):
         found = spec(user)
         return (_plain(found) or None) if found is not None else None
+    names = [n.strip() for n in spec.split(",") if n.strip()] if isinstance(spec, str) else spec
     traits: Dict[str, Any] = {}
-    for name in spec:
+    for name in names:
         value = user.get(name) if isinstance(user, Mapping) else getattr(user, name, None)
         value = _plain(value)
         if value is not None:
@@ -364,7 +365,8 @@ class Pixel:
             a callable ``user -> id or None`` replacing the built-in rule.
         ``PIXEL_USER_TRAITS`` (``None``: no traits)
             names of attributes or keys copied from the ``user`` argument into
-            the event's traits, or a callable ``user -> mapping``. Off by
+            the event's traits (a list or a comma-separated string), or a
+            callable ``user -> mapping``. Off by
             default, since traits in a URL travel wherever the email does.
 
         Raises :class:`RuntimeError` when ``app`` already has a ``Pixel``,

@@ -264,6 +264,13 @@ def test_configured_resolver_and_traits(make_app: Callable[..., Flask], pixel_si
     assert plain["userId"] == "plain-id" and "traits" not in plain.get("context", {})
 
 
+def test_traits_from_a_comma_separated_string(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
+    app = make_app(PIXEL_BASE_URL="https://example.com", PIXEL_USER_TRAITS="email, plan")
+    with app.app_context():
+        fetch(app, flask_pixel.pixel_url("E", {"id": "u1", "plan": "pro", "email": "e@example.com", "name": "N"}))
+    assert pixel_sink.events[0]["context"]["traits"] == {"email": "e@example.com", "plan": "pro"}
+
+
 def test_traits_from_a_callable(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
     traits: Callable[[Any], Dict[str, Any]] = lambda user: {"plan": user["plan"], "seats": 3}  # noqa: E731
     app = make_app(PIXEL_BASE_URL="https://example.com", PIXEL_USER_TRAITS=traits)
