@@ -258,7 +258,7 @@ def finish(event: Event, type_: str, *, require_identity: bool) -> Event:
     nobody). Traits stay top-level on identify and group and move to
     ``context.traits`` elsewhere, as the Segment spec places them.
     """
-    event["type"] = type_
+    event = {"type": type_, **event}  # type first: log lines read better
     for name in _IDENTIFIERS:
         if name in event and not event[name]:
             del event[name]

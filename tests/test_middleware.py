@@ -313,3 +313,24 @@ def test_close_flushes_the_sink():
 
 def test_environ_base_is_what_tests_claim():
     assert ENVIRON["REMOTE_ADDR"] == "203.0.113.7"
+
+
+def test_third_party_dialect_from_an_entry_point(tmp_path, monkeypatch, sink):
+    (tmp_path / "echo_dialect.py").write_text(
+        "from pixel_middleware import Dialect\n"
+        "from pixel_middleware.events import finish\n"
+        "class Echo(Dialect):\n"
+        "    name = 'echo'\n"
+        "    routes = {'/echo/<kind>': {}}\n"
+        "    def decode(self, params, route):\n"
+        "        return finish({'event': route['kind'], 'userId': params['u']}, 'track', require_identity=True), 'k'\n"
+    )
+    info = tmp_path / "echo_dialect-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-dialect\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[pixel_middleware.dialects]\necho = echo_dialect:Echo\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    client = Client(PixelMiddleware(None, sink=sink, dialects=["echo", "compact"]))
+    fire(client, "/echo/Opened?u=u1")
+    fire(client, TRACK)
+    assert [(e["event"], e["userId"]) for e in sink.events] == [("Opened", "u1"), ("Email Opened", "u1")]

@@ -37,6 +37,9 @@ class Sink:
         """Flush, then release resources. Events emitted afterwards may be refused."""
         self.flush(timeout)
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
     @classmethod
     def from_url(cls, url: str) -> "Sink":
         """Build the sink from its URL (``log:``, ``memory:`` ...)."""
