@@ -233,6 +233,7 @@ class DeliveringSink(Sink):
             self._spool_items([item])
             with self._lock:
                 self.stats["spooled_by_request"] += 1
+                self._next_replay = 0.0  # replay it as soon as the worker catches up
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every event emitted so far is delivered or spooled.

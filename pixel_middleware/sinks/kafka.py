@@ -29,7 +29,6 @@ Requires the ``kafka`` extra: ``pip install "pixel-middleware[kafka]"``.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -106,6 +105,7 @@ class KafkaSink(DeliveringSink):
         # Built now so that a wrong setting fails here, with librdkafka's message.
         self._producer = kafka.Producer(self.config)
         self._producer_pid = os.getpid()
+        self._headers: Dict[Any, List[Any]] = {}
         super().__init__(f"{bootstrap_servers}/{topic}", **options)
 
     def __repr__(self) -> str:
@@ -140,42 +140,51 @@ class KafkaSink(DeliveringSink):
 
     def _deliver(self, items: Sequence[Item]) -> List[Item]:
         producer = self._producer_here()
-        reports: List[Any] = [None] * len(items)  # None: no report yet; True: acknowledged
+        report = _Reports()
         failed: List[Item] = []
-        refused: List[Any] = []
         produce = producer.produce
         topic = self.topic
-        for index, item in enumerate(items):
+        on_delivery = report.on_delivery
+        headers_for = self._headers
+        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        produced = 0
+        for item in items:
             event, dialect, _ = item
             key = event.get("userId") or event.get("anonymousId")
-            headers = [("type", str(event.get("type", "")).encode())]
-            if dialect:
-                headers.append(("dialect", dialect.encode()))
-            value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
-            callback = functools.partial(_report, reports, index)
+            headers = headers_for.get((event.get("type"), dialect))
+            if headers is None:
+                headers = headers_for[(event.get("type"), dialect)] = _headers(event.get("type"), dialect)
+            value = dumps(event).encode()
             try:
                 try:
-                    produce(topic, value, key, on_delivery=callback, headers=headers)
+                    produce(topic, value, key, on_delivery=on_delivery, headers=headers)
                 except BufferError:
                     producer.poll(0.5)  # librdkafka's queue is full: let it drain once
-                    produce(topic, value, key, on_delivery=callback, headers=headers)
+                    produce(topic, value, key, on_delivery=on_delivery, headers=headers)
             except BufferError:
-                reports[index] = False
-            except confluent_kafka.KafkaException as error:
-                reports[index] = error.args[0] if error.args else False
-            producer.poll(0)
-        producer.flush(self.delivery_timeout + 1.0)
-        for index, report in enumerate(reports):
-            if report is True:
+                failed.append(item)
                 continue
-            name = report.name() if isinstance(report, confluent_kafka.KafkaError) else None
-            if name in _PERMANENT:
-                refused.append((items[index], report))
-            else:
-                failed.append(items[index])
-        if refused:
-            for item, error in refused:
+            except confluent_kafka.KafkaException as error:
+                code = error.args[0] if error.args else None
+                if isinstance(code, confluent_kafka.KafkaError) and code.name() in _PERMANENT:
+                    self._dead_letter([item], destination=repr(self), error=str(code))
+                else:
+                    failed.append(item)
+                continue
+            produced += 1
+            if produced % 256 == 0:
+                producer.poll(0)  # serve delivery reports as we go
+        producer.flush(self.delivery_timeout + 1.0)
+        if report.acked + len(report.errors) < produced:
+            # Some reports never came (cannot happen while flush outlasts
+            # message.timeout.ms): not knowing which, retry them all.
+            return list(items)
+        for error, message in report.errors:
+            item = _item_from(message)
+            if error.name() in _PERMANENT:
                 self._dead_letter([item], destination=repr(self), error=str(error))
+            else:
+                failed.append(item)
         return failed
 
     def _probe(self) -> bool:
@@ -197,6 +206,31 @@ class KafkaSink(DeliveringSink):
             producer.close()
 
 
-def _report(reports: List[Any], index: int, error: Any, message: Any) -> None:
-    # Runs inside poll()/flush() on the worker thread.
-    reports[index] = True if error is None else error
+class _Reports:
+    """Delivery reports of one batch; served inside poll()/flush() on the worker thread."""
+
+    __slots__ = ("acked", "errors")
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.errors: List[Any] = []
+
+    def on_delivery(self, error: Any, message: Any) -> None:
+        if error is None:
+            self.acked += 1
+        else:
+            self.errors.append((error, message))
+
+
+def _headers(type_: Any, dialect: Optional[str]) -> List[Any]:
+    headers = [("type", str(type_ or "").encode())]
+    if dialect:
+        headers.append(("dialect", dialect.encode()))
+    return headers
+
+
+def _item_from(message: Any) -> Item:
+    """The queued item back from a message that failed: only failures pay for this parse."""
+    headers = dict(message.headers() or ())
+    dialect = headers.get("dialect")
+    return json.loads(message.value()), dialect.decode() if dialect else None, None
