@@ -23,7 +23,8 @@ Delivery guarantee: at-least-once for every event ``emit`` accepted, as long
 as the process ends through ``close()`` or a normal interpreter exit, or the
 events had already been spooled (each spool write is fsync'd). Events still in
 memory when the process is killed (SIGKILL, OOM, power loss) are lost: at
-most ``queue_size`` plus one batch. Duplicates come from a delivery that
+most ``queue_size`` plus one batch. Events the spool's disk cap refuses are
+lost too, each one counted and logged. Duplicates come from a delivery that
 succeeded but was not confirmed in time (timeout, broker or endpoint dying
 after accepting), from replaying a spool file of which part had been
 delivered, and from ``close`` spooling a batch that was still in flight.
@@ -188,6 +189,7 @@ class DeliveringSink(Sink):
         self._down = False
         self._failures = 0
         self._next_replay = 0.0  # replay leftovers from earlier processes at once
+        self._not_before = 0.0  # a destination's own "retry after" (HTTP Retry-After)
         self._inflight: Optional[List[Item]] = None
         self._closing = False
         self._closed = False
@@ -307,6 +309,7 @@ class DeliveringSink(Sink):
             self._failures += 1
             self.stats["failed_batches"] += 1
             delay = backoff_delay(self._failures - 1, self.retry_backoff, self.retry_backoff_max)
+            delay = max(delay, self._not_before - time.monotonic())
             self._next_replay = time.monotonic() + delay
         _log.warning("%r: %s; next try in %.1f s", self, what, delay)
 

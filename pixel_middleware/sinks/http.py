@@ -16,14 +16,16 @@ Formats:
 
 Delivery guarantee: at-least-once. A batch counts as delivered on a 2xx
 answer. Connection errors, timeouts, 408, 429 and 5xx are retried
-``retries`` times with exponential backoff and jitter (a ``Retry-After``
-header is honoured, up to ``retry_backoff_max``); then the batch goes to the
-on-disk spool and is replayed once the endpoint answers again and at the next
-start. Any other answer (3xx, 4xx) means the endpoint will never take that
-batch: it goes to the dead-letter file with the status and the response body,
-and is not retried. ``close()`` and interpreter exit flush within a timeout
-and spool the rest. Lost: only what is in memory when the process is killed
-without a chance to close (SIGKILL, OOM). Duplicates (same ``messageId``, which
+``retries`` times with exponential backoff and jitter, a ``Retry-After``
+header taking the backoff's place; then the batch goes to the on-disk spool
+and is replayed once the endpoint answers again and at the next start (a
+``Retry-After`` longer than ``retry_backoff_max`` sends the batch to the spool
+at once, replayed no sooner than asked). Any other answer (3xx, 4xx) means
+the endpoint will never take that batch: it goes to the dead-letter file with
+the status and the response body, and is not retried. ``close()`` and
+interpreter exit flush within a timeout and spool the rest. Lost: what is in
+memory when the process is killed without a chance to close (SIGKILL, OOM),
+and what the spool's disk cap refuses (counted and logged). Duplicates (same ``messageId``, which
 Segment and RudderStack deduplicate on): a batch the endpoint accepted but
 answered too late or not at all, a spool file replayed again after part of it
 was delivered.
@@ -224,7 +226,12 @@ class HttpSink(DeliveringSink):
                 return chunk
             delay = backoff_delay(attempt, self.retry_delay, self.retry_backoff_max)
             if wait is not None:
-                delay = min(max(wait, 0.0), self.retry_backoff_max)
+                if wait > self.retry_backoff_max:
+                    # Longer than we wait in line: spool, and replay no sooner than asked.
+                    self._not_before = time.monotonic() + wait
+                    _log.warning("%r: %s with Retry-After %.0f s; batch of %d spooled", self, why, wait, len(chunk))
+                    return chunk
+                delay = max(wait, 0.0)
             attempt += 1
             _log.info("%r: %s; retry %d in %.2f s", self, why, attempt, delay)
             if not self._sleep(delay):

@@ -16,8 +16,9 @@ then it is in memory, in librdkafka's queue or in the on-disk spool. Reports
 that say the message failed or did not come within ``delivery_timeout``
 send the event to the spool, replayed once the broker answers again and at
 the next start. ``close()`` and interpreter exit flush within a timeout and
-spool the rest. Lost: only what is in memory when the process is killed
-without a chance to close (SIGKILL, OOM). Duplicates (same ``messageId``):
+spool the rest. Lost: what is in memory when the process is killed without
+a chance to close (SIGKILL, OOM), and what the spool's disk cap refuses
+(counted and logged). Duplicates (same ``messageId``):
 a message the broker stored but whose acknowledgement did not arrive in time,
 a spool file replayed again after part of it was delivered, librdkafka's own
 retries unless you set ``enable.idempotence``. Order: per key, as long as

@@ -93,14 +93,20 @@ class BackgroundWorker:
     def drain(self) -> List[Any]:
         """Take every waiting item off the queue (marked done), for the caller to keep elsewhere."""
         items: List[Any] = []
+        stop = False
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return items
+                break
             self._queue.task_done()
-            if item is not _STOP:
+            if item is _STOP:
+                stop = True
+            else:
                 items.append(item)
+        if stop:
+            self._queue.put_nowait(_STOP)  # a stop asked for still ends the thread
+        return items
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every submitted item has been handled; ``False`` if ``timeout`` ran out first."""

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
+import subprocess
+import sys
+import threading
 import time
 from typing import Any, List
 
@@ -168,3 +172,79 @@ def test_http_url(spool_dir: str) -> None:
         sink_from_url("https://example.com/v1/batch#bogus=1")
     with pytest.raises(ValueError, match="format"):
         HttpSink("https://example.com/v1/batch", format="xml", spool_dir=spool_dir)
+
+
+def test_long_retry_after_spools_and_waits_as_asked(endpoint: Endpoint, spool_dir: str, pixels: Any) -> None:
+    endpoint.answers = [(503, {"Retry-After": "2"})]
+    sink = make_sink(endpoint, spool_dir, retries=3, retry_backoff=0.05, retry_backoff_max=0.5)
+    try:
+        fire(pixels(sink), ["late"])
+        assert wait_until(lambda: received_ids(endpoint) == ["late"], 10)
+    finally:
+        sink.close(5)
+    first, second = endpoint.requests
+    assert second["at"] - first["at"] >= 1.95, "retried before Retry-After"
+    assert sink.spool.stats["spooled"] == 1 and sink.spool.stats["replayed"] == 1
+
+
+def test_close_spools_a_batch_still_in_flight(endpoint: Endpoint, spool_dir: str, pixels: Any) -> None:
+    """close() with a 2 s timeout while the endpoint takes 3 s: the batch is spooled, and delivered next time."""
+    endpoint.delay = 3.0
+    wanted = [f"c{i}" for i in range(20)]
+    sink = make_sink(endpoint, spool_dir, timeout=10)
+    fire(pixels(sink), wanted)
+    started = time.monotonic()
+    sink.close(0.5)
+    assert time.monotonic() - started < 2.0, "close() overran its timeout"
+    assert sink.spool.stats["spooled"] == 20
+    assert wait_until(lambda: len(endpoint.requests) == 1, 10)  # the first try did arrive, late
+    assert wait_until(lambda: not [t for t in threading.enumerate() if t.name == "pixel-middleware-http"], 10)
+    endpoint.delay = 0.0
+    again = make_sink(endpoint, spool_dir)
+    try:
+        assert wait_until(lambda: received_ids(endpoint).count("c0") == 2, 10)
+    finally:
+        again.close(5)
+    assert sorted(received_ids(endpoint)) == sorted(wanted * 2)  # at least once: here exactly twice
+
+
+def test_full_queue_spools_on_the_request_thread(endpoint: Endpoint, spool_dir: str, pixels: Any) -> None:
+    endpoint.delay = 1.0
+    wanted = [f"q{i}" for i in range(60)]
+    sink = make_sink(endpoint, spool_dir, queue_size=10, batch_size=5, linger=0.01)
+    try:
+        timings = fire(pixels(sink), wanted)
+        assert max(timings) < 0.5
+        assert sink.stats["spooled_by_request"] > 0, "memory must stay bounded"
+        endpoint.delay = 0.0
+        assert wait_until(lambda: set(wanted) <= set(received_ids(endpoint)), 20)
+    finally:
+        sink.close(5)
+    assert sink.spool.stats["overflowed"] == 0
+
+
+def test_disk_cap_refusals_are_counted_and_logged(endpoint: Endpoint, spool_dir: str, pixels: Any, caplog: Any) -> None:
+    endpoint.default = (503, {})
+    sink = make_sink(endpoint, spool_dir, retries=0, spool_max_bytes=2000, retry_backoff=30)
+    try:
+        with caplog.at_level(logging.ERROR, logger="pixel_middleware.spool"):
+            fire(pixels(sink), [f"o{i}" for i in range(40)])
+            assert sink.flush(10)
+    finally:
+        sink.close(1)
+    spooled, overflowed = sink.spool.stats["spooled"], sink.spool.stats["overflowed"]
+    assert spooled > 0 and overflowed > 0 and spooled + overflowed == 40
+    assert any("the spool is full" in r.getMessage() for r in caplog.records)
+
+
+def test_missing_urllib3_names_the_extra(tmp_path: Any) -> None:
+    code = (
+        "import sys; sys.modules['urllib3'] = None\n"
+        "from pixel_middleware import HttpSink\n"
+        "try:\n"
+        "    HttpSink('http://127.0.0.1:1/x', spool_dir=sys.argv[1])\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, timeout=30)
+    assert b"pixel-middleware[http]" in done.stdout, done.stderr

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 import uuid
+import warnings
 from collections import Counter
 from typing import Any, List
 
@@ -221,3 +222,47 @@ def test_default_topic_and_bad_config(spool_dir: str) -> None:
         sink.close(0)
     with pytest.raises(Exception, match="no.such.setting"):
         KafkaSink("127.0.0.1:1", spool_dir=spool_dir, config={"no.such.setting": 1})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_sink_built_before_a_fork_delivers_from_the_child(running_broker: Broker, spool_dir: str, pixels: Any) -> None:
+    """gunicorn --preload: the sink is built in the master; each forked worker gets its own producer and thread."""
+    running_broker.create_topic("raw-events")
+    sink = make_sink(running_broker, spool_dir)
+    client = pixels(sink)
+    try:
+        fire(client, ["before-fork"])
+        assert sink.flush(10)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                fire(client, ["from-child"])
+                code = 0 if sink.flush(10) and sink.stats["delivered"] == 2 else 2
+                sink.close(5)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        fire(client, ["parent-after"])
+        assert sink.flush(10)
+    finally:
+        sink.close(5)
+    wanted = ["before-fork", "from-child", "parent-after"]
+    seen = message_ids(running_broker.consume("raw-events", has_all(wanted), timeout=20))
+    assert seen["before-fork"] == 1 and seen["from-child"] == 1 and seen["parent-after"] == 1
+
+
+def test_missing_confluent_kafka_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['confluent_kafka'] = None\n"
+        "from pixel_middleware import KafkaSink\n"
+        "try:\n"
+        "    KafkaSink('127.0.0.1:1')\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    assert b"pixel-middleware[kafka]" in done.stdout, done.stderr
