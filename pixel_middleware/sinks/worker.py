@@ -142,36 +142,62 @@ class BackgroundWorker:
         get = self._queue.get
         while True:
             try:
-                first = get(timeout=self.tick)
+                batch = [get(timeout=self.tick)]
             except queue.Empty:
                 self._run([])
                 continue
-            batch = [] if first is _STOP else [first]
-            stopping = first is _STOP
             deadline = time.monotonic() + self.linger
-            while not stopping and len(batch) < self.batch_size:
+            while _STOP not in batch and len(batch) < self.batch_size:
+                taken = self._take(self.batch_size - len(batch))
+                if taken:
+                    batch += taken
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
                 try:
-                    item = self._queue.get_nowait()
+                    batch.append(get(timeout=remaining))
                 except queue.Empty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                if item is _STOP:
-                    stopping = True
-                else:
-                    batch.append(item)
+                    break
+            stopping = _STOP in batch
+            done = len(batch)
+            if stopping:
+                # Items queued behind a stop are left for close() to drain.
+                self._put_back(batch[batch.index(_STOP) + 1 :])
+                done -= len(batch) - batch.index(_STOP) - 1
+                batch = batch[: batch.index(_STOP)]
             try:
                 if batch or not stopping:
                     self._run(batch)
             finally:
-                for _ in range(len(batch) + stopping):
-                    self._queue.task_done()
+                self._done(done)
             if stopping:
                 return
+
+    # Bulk versions of get_nowait() and task_done() on the Queue's own lock and
+    # counters (the attributes queue.Queue documents for subclasses): per item,
+    # those calls cost more than the delivery itself.
+
+    def _take(self, limit: int) -> List[Any]:
+        q = self._queue
+        with q.mutex:
+            items = [q.queue.popleft() for _ in range(min(limit, len(q.queue)))]
+            if items:
+                q.not_full.notify(len(items))
+        return items
+
+    def _put_back(self, items: List[Any]) -> None:
+        if items:
+            q = self._queue
+            with q.mutex:
+                q.queue.extendleft(reversed(items))
+
+    def _done(self, count: int) -> None:
+        q = self._queue
+        with q.all_tasks_done:
+            q.unfinished_tasks -= count
+            if q.unfinished_tasks <= 0:
+                q.all_tasks_done.notify_all()
 
     def _run(self, batch: List[Any]) -> None:
         try:
