@@ -289,15 +289,23 @@ class DeliveringSink(Sink):
             if down:
                 self._spool_items(batch)
             else:
-                self._settle(batch, self._deliver(batch))
+                self._settle(batch, self._deliver_counted(batch))
         if time.monotonic() >= self._next_replay:
             self._replay()
+
+    def _deliver_counted(self, items: Sequence[Item]) -> List[Item]:
+        """:meth:`_deliver`, counting in ``stats["delivered"]`` what was neither failed nor dead-lettered."""
+        refused = self.stats["dead_lettered"]
+        failed = self._deliver(items)
+        with self._lock:
+            refused = self.stats["dead_lettered"] - refused
+            self.stats["delivered"] += len(items) - len(failed) - refused
+        return failed
 
     def _settle(self, batch: List[Item], failed: List[Item]) -> None:
         with self._lock:
             taken = self._inflight is None  # close() spooled it already
             self._inflight = None
-            self.stats["delivered"] += len(batch) - len(failed)
         if failed:
             if not taken:
                 self._spool_items(failed)
@@ -318,6 +326,7 @@ class DeliveringSink(Sink):
         if self._down and not self._probe():
             self._failed("the destination is still unreachable")
             return
+        spills = self.stats["spooled_by_request"]
         self.spool.seal()
         while not self._closing:
             claim = self.spool.claim()
@@ -325,20 +334,20 @@ class DeliveringSink(Sink):
                 break
             items = [self._decode(record) for record in claim.records()]
             items = [item for item in items if item is not None]
-            failed = self._deliver(items) if items else []
+            failed = self._deliver_counted(items) if items else []
             if failed:
                 claim.release()
                 self._failed(f"replaying {claim.path} failed ({len(failed)} of {len(items)} events)")
                 return
             claim.done()
-            with self._lock:
-                self.stats["delivered"] += len(items)
         with self._lock:
             if self._down and not self._closing:
                 _log.warning("%r: delivery works again; the spool is replayed", self)
             self._down = False
             self._failures = 0
-            self._next_replay = time.monotonic() + self.rescan
+            # A request thread that spilled meanwhile wants its event replayed soon, not after `rescan`.
+            again = self.stats["spooled_by_request"] != spills
+            self._next_replay = 0.0 if again else time.monotonic() + self.rescan
 
     def _dead_letter(self, items: Sequence[Item], **reason: Any) -> None:
         """Write refused events, with why, to the dead-letter file; never retried.

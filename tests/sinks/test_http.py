@@ -100,7 +100,7 @@ def test_400_is_dead_lettered_and_not_retried(endpoint: Endpoint, spool_dir: str
     finally:
         sink.close(5)
     assert len(endpoint.requests) == 1
-    assert sink.stats["dead_lettered"] == 10
+    assert sink.stats["dead_lettered"] == 10 and sink.stats["delivered"] == 0
     with open(sink.dead_letter) as file:
         (line,) = [json.loads(text) for text in file]
     assert line["status"] == 400 and line["response"] == '{"status": 400}' and line["url"] == endpoint.url
@@ -188,7 +188,7 @@ def test_long_retry_after_spools_and_waits_as_asked(endpoint: Endpoint, spool_di
 
 
 def test_close_spools_a_batch_still_in_flight(endpoint: Endpoint, spool_dir: str, pixels: Any) -> None:
-    """close() with a 2 s timeout while the endpoint takes 3 s: the batch is spooled, and delivered next time."""
+    """close() with a 0.5 s timeout while the endpoint takes 3 s: the batch is spooled, and delivered next time."""
     endpoint.delay = 3.0
     wanted = [f"c{i}" for i in range(20)]
     sink = make_sink(endpoint, spool_dir, timeout=10)
