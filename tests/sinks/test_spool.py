@@ -131,12 +131,14 @@ def test_two_processes_on_one_directory_neither_corrupt_nor_double_replay(tmp_pa
     for proc in procs:
         assert proc.wait(30) == 0
     seen = Counter()
-    order = {"a": [], "b": []}
     for out in outs:
+        order = {"a": [], "b": []}
         for line in out.read_text().splitlines():
             record = json.loads(line)  # a corrupt line would not parse
             seen[(record["p"], record["n"])] += 1
             order[record["p"]].append(record["n"])
+        # Each replayer claims oldest first, so what it read of each writer is in order.
+        assert all(numbers == sorted(numbers) for numbers in order.values())
     assert len(seen) == 4000 and set(seen.values()) == {1}, "lost or replayed twice"
     assert os.listdir(directory) == []
 
