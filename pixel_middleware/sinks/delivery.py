@@ -109,9 +109,15 @@ def default_spool_dir(kind: str, destination: str) -> str:
 
     Per destination so that events spooled for one broker are never replayed
     to another. Set ``spool_dir`` in production: temp dirs may be wiped at boot.
+    Refused if another user owns the directory, since the spool may hold write keys.
     """
     digest = hashlib.sha256(destination.encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(), f"pixel-middleware-{os.getuid()}", f"{kind}-{digest}")
+    parent = os.path.join(tempfile.gettempdir(), f"pixel-middleware-{os.getuid()}")
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    if os.stat(parent).st_uid != os.getuid():
+        # A shared temp dir: someone else made it first, and could read the spool.
+        raise PermissionError(f"{parent} belongs to another user: pass spool_dir=... to the sink")
+    return os.path.join(parent, f"{kind}-{digest}")
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:

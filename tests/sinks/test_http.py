@@ -248,3 +248,13 @@ def test_missing_urllib3_names_the_extra(tmp_path: Any) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, timeout=30)
     assert b"pixel-middleware[http]" in done.stdout, done.stderr
+
+
+def test_default_spool_dir_is_private_and_per_destination(tmp_path: Any, monkeypatch: Any) -> None:
+    from pixel_middleware.sinks.delivery import default_spool_dir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    one = default_spool_dir("http", "https://a.example/v1/batch")
+    assert one.startswith(str(tmp_path)) and one != default_spool_dir("http", "https://b.example/v1/batch")
+    assert os.stat(os.path.dirname(one)).st_mode & 0o777 == 0o700
