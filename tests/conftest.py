@@ -5,7 +5,6 @@ import logging
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
-from blinker import Signal
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, event_received, event_rejected

@@ -17,7 +17,6 @@ from pixel_middleware import (
     PixelMiddleware,
     Sink,
     event_received,
-    event_rejected,
     sink_from_url,
 )
 from pixel_middleware.gif import GIF

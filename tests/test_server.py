@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from werkzeug.serving import make_server
 from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url
 from pixel_middleware.gif import GIF
 from tests.conftest import downstream_app
+from tests.helpers import free_port, wait_until
 
 
 @pytest.fixture
@@ -68,12 +68,6 @@ def test_pixels_over_http(served):
     assert len(sink.events) == 4
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_serve_command_runs_a_collector_with_the_log_sink(tmp_path):
     port = free_port()
     log = open(tmp_path / "serve.log", "w+")
@@ -93,10 +87,7 @@ def test_serve_command_runs_a_collector_with_the_log_sink(tmp_path):
                 time.sleep(0.1)
         assert (status, body) == (200, GIF)
         get(build_pixel_url(base, "Email Opened", user_id="u9", write_key="wrong-key"))
-        deadline = time.monotonic() + 10
-        while "invalid_write_key" not in (tmp_path / "serve.log").read_text():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        assert wait_until(lambda: "invalid_write_key" in (tmp_path / "serve.log").read_text(), 10)
     finally:
         process.terminate()
         process.wait(10)

