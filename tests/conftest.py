@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+import sys
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, event_received, event_rejected
+from tests.helpers import Process
 
 #: What every test request looks like to the middleware unless it says otherwise.
 ENVIRON = {"REMOTE_ADDR": "203.0.113.7"}
@@ -110,3 +112,19 @@ def reject(client: Client, sink: MemorySink, middleware: PixelMiddleware, caplog
         return record.args[0]
 
     return run
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[..., Process]]:
+    """Start Python with ``argv`` as a server on ``port``, wait until it listens; stopped after the test."""
+    started: List[Process] = []
+
+    def run(argv: List[str], port: int, env: Optional[Dict[str, str]] = None) -> Process:
+        process = Process([sys.executable, *argv], port, env)
+        started.append(process)
+        process.wait_ready()
+        return process
+
+    yield run
+    for process in started:
+        process.stop()

@@ -1,9 +1,19 @@
-"""Small helpers the test modules share: a free loopback port, and waiting for a condition."""
+"""Helpers the test modules share: a free loopback port, waiting for a condition, a server subprocess."""
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import threading
 import time
-from typing import Any, Callable
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+USER_AGENT = "pixel-examples-test/1.0"
 
 
 def free_port() -> int:
@@ -21,3 +31,73 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+class Process:
+    """A server (an example, the CLI) as a subprocess; its merged stdout/stderr lines collected by a thread."""
+
+    def __init__(self, argv: List[str], port: int, env: Optional[Dict[str, str]] = None) -> None:
+        self.port = port
+        self.lines: List[str] = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"example exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail(f"example did not listen on port {self.port} within {timeout}s:\n{self.output()}")
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 10) -> str:
+        """The first output line ``predicate`` accepts, waiting up to ``timeout`` seconds for it."""
+
+        def found() -> Optional[str]:
+            with self._lock:
+                return next((line for line in self.lines if predicate(line)), None)
+
+        line = wait_until(found, timeout)
+        if line is None:
+            pytest.fail(f"expected output did not appear within {timeout}s:\n{self.output()}")
+        return line
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def get(self, path: str, user_agent: str = USER_AGENT) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers={"User-Agent": user_agent})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()

@@ -7,107 +7,13 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
-from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable
 
-import pytest
 
-from tests.helpers import free_port
+from tests.helpers import ROOT, USER_AGENT, Process, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-USER_AGENT = "pixel-examples-test/1.0"
-
-
-class Process:
-    """An example server as a subprocess; its merged stdout/stderr lines collected by a thread."""
-
-    def __init__(self, argv: List[str], port: int, env: Optional[Dict[str, str]] = None) -> None:
-        self.port = port
-        self.lines: List[str] = []
-        self._lock = threading.Lock()
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def output(self) -> str:
-        with self._lock:
-            return "\n".join(self.lines)
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"example exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        pytest.fail(f"example did not listen on port {self.port} within {timeout}s:\n{self.output()}")
-
-    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 10) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                for line in self.lines:
-                    if predicate(line):
-                        return line
-            time.sleep(0.05)
-        pytest.fail(f"expected output did not appear within {timeout}s:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def get(self, path: str) -> Any:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers={"User-Agent": USER_AGENT})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.headers, response.read()
-
-
-@pytest.fixture
-def start() -> Iterator[Callable[..., Process]]:
-    started: List[Process] = []
-
-    def run(argv: List[str], port: int, env: Optional[Dict[str, str]] = None) -> Process:
-        process = Process([sys.executable, *argv], port, env)
-        started.append(process)
-        process.wait_ready()
-        return process
-
-    yield run
-    for process in started:
-        process.stop()
 
 
 def event_lines(process: Process, name: str) -> Callable[[str], bool]:
