@@ -39,7 +39,6 @@ from werkzeug.routing import Rule
 from pixel_middleware import Collector, build_pixel_url
 from pixel_middleware.collector import Match, Route
 from pixel_middleware.dialects import get_dialect
-from pixel_middleware.gif import GIF, respond
 
 __all__ = ["Pixel", "PixelState", "amp_pixel", "pixel_tag", "pixel_url", "user_id"]
 
@@ -60,24 +59,16 @@ SETTINGS: Dict[str, Tuple[str, Any]] = {
 UserTraits = Union[Sequence[str], Callable[[Any], Optional[Mapping[str, Any]]], None]
 
 
-def _capture(method: str) -> Tuple[str, List[Tuple[str, str]]]:
+def _answer(collector: Collector, environ: Dict[str, Any], match: Match) -> Response:
+    """The collector's own WSGI answer as a Flask response, so that the two can never differ.
+
+    HEAD keeps the Content-Length of GET's body, exactly as the middleware does.
+    """
     answer: List[Any] = []
-    respond(method, lambda status, headers: answer.extend((status, headers)))
-    return answer[0], answer[1]
-
-
-# The middleware's own answers, taken from pixel_middleware.gif once, so that
-# the two can never differ. HEAD gets GET's answer: werkzeug drops the body
-# of a HEAD response and keeps its Content-Length, exactly as the middleware.
-_GIF_STATUS, _GIF_HEADERS = _capture("GET")
-_405_STATUS, _405_HEADERS = _capture("POST")
-_405_BODY = b"".join(respond("POST", lambda *args: None))
-
-
-def _pixel_response(method: str) -> Response:
-    if method == "GET" or method == "HEAD":
-        return Response(GIF, status=_GIF_STATUS, headers=_GIF_HEADERS)
-    return Response(_405_BODY, status=_405_STATUS, headers=_405_HEADERS)
+    body = collector.respond(environ, match, lambda status, headers, exc_info=None: answer.extend((status, headers)))
+    response = Response(status=answer[0], headers=answer[1])
+    response.response = body  # as is: setting data would rewrite HEAD's Content-Length
+    return response
 
 
 def user_id(user: Any) -> Optional[str]:
@@ -291,15 +282,12 @@ class PixelState:
         return bp
 
     def _view(self, route: Route) -> Callable[..., Response]:
-        collect = self.collector.collect
+        collector = self.collector
         static = Match(route, route.values)
 
         def pixel(**variables: str) -> Response:
-            environ = request.environ
-            method = environ.get("REQUEST_METHOD", "GET")
-            if method == "GET":
-                collect(environ, Match(route, {**route.values, **variables}) if variables else static)
-            return _pixel_response(method)
+            match = Match(route, {**route.values, **variables}) if variables else static
+            return _answer(collector, request.environ, match)
 
         return pixel
 

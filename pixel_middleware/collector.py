@@ -15,6 +15,7 @@ from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, Nam
 
 from .dialects import Dialect, DialectSpec, get_dialects
 from .events import DecodeError, Event, enrich, now, parse_query
+from .gif import respond
 from .signals import event_received, event_rejected, send_safely
 from .sinks import SinkSpec, resolve_sink
 
@@ -37,6 +38,21 @@ class Match(NamedTuple):
 
     route: Route
     values: Mapping[str, str]
+
+
+class Hit(NamedTuple):
+    """One decoded request, as the pipeline's steps see it beside its event."""
+
+    environ: Mapping[str, Any]
+    match: Match
+    dialect: Dialect
+    params: Mapping[str, str]
+    write_key: str
+
+
+#: A pipeline step: annotates the event (``context.pixel``) or raises
+#: :class:`~pixel_middleware.DecodeError` with the reason to reject it.
+Step = Callable[[Event, Hit], None]
 
 
 def _routes(dialects: Iterable[Dialect], prefix: str) -> List[Route]:
@@ -92,7 +108,8 @@ class Collector:
     ) -> None:
         self.sink = resolve_sink(sink)
         self.sender = sender if sender is not None else self
-        self.routes = _routes(get_dialects(dialects), prefix.rstrip("/"))
+        self.prefix = prefix.rstrip("/")
+        self.routes = _routes(get_dialects(dialects), self.prefix)
         if isinstance(write_keys, str):
             write_keys = (write_keys,)
         if write_keys is None or callable(write_keys):
@@ -103,6 +120,8 @@ class Collector:
         #: ``sink_error`` counts events a sink failed to take.
         self.rejections: Counter = Counter()
         self._count_lock = threading.Lock()
+        #: The steps every decoded event passes, in order, after enrichment.
+        self._steps: Tuple[Step, ...] = ()
         self._static: Dict[str, Match] = {}
         self._dynamic: List[Tuple[str, str, Any, Route]] = []
         for route in self.routes:
@@ -124,6 +143,17 @@ class Collector:
                 if m is not None:
                     return Match(route, {**route.values, **m.groupdict()})
         return None
+
+    def respond(self, environ: Mapping[str, Any], match: Match, start_response: Callable) -> Iterable[bytes]:
+        """Answer a request on a pixel route as WSGI does; every adapter answers through this.
+
+        GET records the event; HEAD gets the same headers and records nothing;
+        other methods get 405.
+        """
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "GET":
+            self.collect(environ, match)
+        return respond(method, start_response)
 
     def collect(self, environ: Mapping[str, Any], match: Match) -> Optional[Event]:
         """Decode the request in ``environ`` and deliver its event; never raises.
@@ -148,6 +178,10 @@ class Collector:
             if key_ok is not None and not key_ok(write_key):
                 raise DecodeError("invalid_write_key", "the write key is not accepted")
             enrich(event, environ, received_at)
+            if self._steps:
+                hit = Hit(environ, match, dialect, params, write_key)
+                for step in self._steps:
+                    step(event, hit)
         except DecodeError as error:
             self._reject(error.reason, str(error), dialect, match)
             return None

@@ -284,7 +284,8 @@ def enrich(event: Event, environ: Mapping[str, Any], received_at: str) -> Event:
     """Add what the server knows: receive time, ids, the client's address and headers.
 
     ``context.ip`` is always the request's ``REMOTE_ADDR``, never a value the
-    URL claims; behind a proxy, wrap the app in werkzeug's ``ProxyFix`` with
+    URL claims, and ``context.pixel`` (what the pipeline's steps note about
+    the request) is the server's alone: a URL's ``c.pixel...`` is dropped. Behind a proxy, wrap the app in werkzeug's ``ProxyFix`` with
     the number of proxies you trust. User agent and referrer come from the
     headers only when the URL did not give them.
     """
@@ -296,6 +297,8 @@ def enrich(event: Event, environ: Mapping[str, Any], received_at: str) -> Event:
     context = event.get("context")
     if context is None:
         context = event["context"] = {}
+    else:
+        context.pop("pixel", None)  # the server's own notes on the request: never the URL's say
     ip = environ.get("REMOTE_ADDR")
     if ip:
         context["ip"] = ip

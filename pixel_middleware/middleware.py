@@ -11,7 +11,6 @@ from typing import Any, Callable, Iterable, Optional
 
 from .collector import Collector, WriteKeys
 from .dialects import DialectSpec
-from .gif import respond
 from .sinks import SinkSpec
 
 
@@ -53,7 +52,7 @@ class PixelMiddleware:
             sink=sink, dialects=dialects, write_keys=write_keys, prefix=prefix, sender=sender or self
         )
         self._match = self.collector.match
-        self._collect = self.collector.collect
+        self._respond = self.collector.respond
 
     @property
     def sink(self) -> Any:
@@ -68,10 +67,7 @@ class PixelMiddleware:
         match = self._match(environ.get("PATH_INFO", ""))
         if match is None:
             return self.app(environ, start_response)
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method == "GET":
-            self._collect(environ, match)
-        return respond(method, start_response)
+        return self._respond(environ, match, start_response)
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Flush and close the sink: call it at shutdown so no event is left behind."""

@@ -25,7 +25,7 @@ def downstream_app(environ: Dict[str, Any], start_response: Callable) -> List[by
 def documented(event: Dict[str, Any]) -> Dict[str, Any]:
     """``event`` less what the server adds, to compare with a vendor's documented object."""
     view = {k: v for k, v in event.items() if k not in ENRICHED}
-    context = {k: v for k, v in view.get("context", {}).items() if k != "ip"}
+    context = {k: v for k, v in view.get("context", {}).items() if k not in ("ip", "pixel")}
     if context:
         view["context"] = context
     else:

@@ -125,6 +125,12 @@ def test_ip_is_the_request_address_never_a_claimed_one(accept):
     assert event["context"]["ip"] == "203.0.113.7"
 
 
+def test_context_pixel_is_the_servers_own_never_the_urls(accept):
+    event = accept("/v1/pixel/track?wk=k&e=Open&uid=u&c.pixel.signed=forged&c.pixel.agent=forged&c.locale=en")
+    assert event["context"]["locale"] == "en"
+    assert "forged" not in json.dumps(event)
+
+
 def test_page_referrer_from_header_only_when_absent(accept):
     headers = {"Referer": "https://mail.example/"}
     assert accept("/v1/pixel/page?wk=k&uid=u", headers=headers)["context"]["page"]["referrer"] == "https://mail.example/"
