@@ -193,8 +193,10 @@ class Collector:
             send_safely(event_received, self.sender, event=event, dialect=dialect.name)
         try:
             self.sink.emit(event, dialect=dialect.name, write_key=write_key)
-        except Exception:
-            _log.exception("sink %r failed to take event %s", self.sink, event.get("messageId"))
+        except Exception as error:
+            # One line, no traceback: whatever makes an event unfit for a sink can be
+            # sent by any client, as often as it likes.
+            _log.error("sink %r refused event %s: %s: %.200s", self.sink, event.get("messageId"), type(error).__name__, error)
             with self._count_lock:
                 self.rejections["sink_error"] += 1
         return event

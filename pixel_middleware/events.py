@@ -28,6 +28,13 @@ MAX_PARAMETERS = 256
 #: Deepest nesting accepted, counted from the event itself: ``context.page.path``
 #: is 3 deep.
 MAX_DEPTH = 10
+#: Longest number text taken as a number: longer ones stay strings in the flat
+#: dialects and are refused in JSON (no float or safe integer needs more).
+MAX_NUMBER_CHARS = 40
+#: Most characters of a ``User-Agent`` copied into ``context.userAgent``.
+MAX_USER_AGENT_CHARS = 1024
+#: Most characters of a ``Referer`` copied into ``context.page.referrer``.
+MAX_REFERRER_CHARS = 2048
 
 _IDENTIFIERS = ("userId", "anonymousId", "groupId", "previousId", "messageId")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -100,7 +107,7 @@ def coerce_number(text: str) -> Any:
     float-based JSON parsers would round) stay strings.
     """
     first = text[:1]
-    if not ("0" <= first <= "9" or first == "-"):
+    if not ("0" <= first <= "9" or first == "-") or len(text) > MAX_NUMBER_CHARS:
         return text
     match = _NUMBER.match(text)
     if match is None:
@@ -283,7 +290,9 @@ def finish(event: Event, type_: str, *, require_identity: bool) -> Event:
 def enrich(event: Event, environ: Mapping[str, Any], received_at: str) -> Event:
     """Add what the server knows: receive time, ids, the client's address and headers.
 
-    ``context.ip`` is always the request's ``REMOTE_ADDR``, never a value the
+    Header values are cut to :data:`MAX_USER_AGENT_CHARS` and
+    :data:`MAX_REFERRER_CHARS`, as the query is capped: a client may send
+    megabytes of header. ``context.ip`` is always the request's ``REMOTE_ADDR``, never a value the
     URL claims, and ``context.pixel`` (what the pipeline's steps note about
     the request) is the server's alone: a URL's ``c.pixel...`` is dropped. Behind a proxy, wrap the app in werkzeug's ``ProxyFix`` with
     the number of proxies you trust. User agent and referrer come from the
@@ -305,10 +314,11 @@ def enrich(event: Event, environ: Mapping[str, Any], received_at: str) -> Event:
     if "userAgent" not in context:
         agent = environ.get("HTTP_USER_AGENT")
         if agent:
-            context["userAgent"] = agent
+            context["userAgent"] = agent[:MAX_USER_AGENT_CHARS]
     if event["type"] == "page":
         referrer = environ.get("HTTP_REFERER")
         if referrer:
+            referrer = referrer[:MAX_REFERRER_CHARS]
             page = context.get("page")
             if page is None:
                 context["page"] = {"referrer": referrer}

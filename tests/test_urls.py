@@ -69,7 +69,7 @@ def calls(draw, dialect):
     if draw(st.booleans()):
         call["traits"] = draw(objects)
     if dialect != "mparticle" and draw(st.booleans()):
-        call["context"] = draw(objects.filter(lambda c: not {"ip", "traits"} & set(c)))
+        call["context"] = draw(objects.filter(lambda c: not {"ip", "traits", "pixel"} & set(c)))  # the server's own
     if dialect != "mparticle" and draw(st.booleans()):
         call["message_id"] = draw(ids)
     if draw(st.booleans()):

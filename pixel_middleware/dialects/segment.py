@@ -34,10 +34,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 from urllib.parse import unquote
 
-from ..events import DecodeError, Event, check_depth, finish, flat_event, identifier, parse_timestamp
+from ..events import MAX_NUMBER_CHARS, DecodeError, Event, check_depth, finish, flat_event, identifier, parse_timestamp
 from .base import Dialect, Pairs, require
 
 _TYPES = ("identify", "group", "alias", "page", "screen", "track")
@@ -51,6 +53,25 @@ def _refuse_constant(name: str) -> Any:
     raise DecodeError("invalid_json", f"{name} is not JSON")
 
 
+def _int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise DecodeError("invalid_value", f"a number is longer than {MAX_NUMBER_CHARS} characters")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text) if len(text) <= MAX_NUMBER_CHARS else math.inf
+    if not math.isfinite(value):
+        raise DecodeError("invalid_value", "a number is too long or too large for JSON")
+    return value
+
+
+# A lone surrogate can enter an event only through a JSON ``\uD800``-style
+# escape: every other value passed strict UTF-8 decoding. Escapes of the
+# surrogate range are rare, so only a payload that has one pays for the check.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def decode_data(data: str) -> Dict[str, Any]:
     """The JSON object inside a ``data=`` parameter."""
     if "%" in data:  # percent-encoded twice, as happens when a URL is pasted into another
@@ -62,13 +83,21 @@ def decode_data(data: str) -> Dict[str, Any]:
     except (binascii.Error, ValueError):
         raise DecodeError("invalid_base64", "data is not base64") from None
     try:
-        payload = json.loads(decoded.decode("utf-8"), parse_constant=_refuse_constant)
+        text = decoded.decode("utf-8")
+        payload = json.loads(text, parse_constant=_refuse_constant, parse_int=_int, parse_float=_float)
     except UnicodeDecodeError:
         raise DecodeError("invalid_encoding", "data is not UTF-8") from None
+    except DecodeError:
+        raise
     except (ValueError, RecursionError):
         raise DecodeError("invalid_json", "data is not valid JSON") from None
     if type(payload) is not dict:
         raise DecodeError("invalid_json", "data is not a JSON object")
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise DecodeError("invalid_encoding", "data holds a lone surrogate, which is not Unicode text") from None
     return payload
 
 

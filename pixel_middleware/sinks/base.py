@@ -7,9 +7,35 @@ the middleware and never reaches the client.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 from ..events import Event
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def event_line(event: Event) -> str:
+    """The event as one compact JSON line: the one encoding every built-in sink writes.
+
+    Valid, finite, UTF-8-encodable JSON or an exception (``ValueError`` for
+    NaN or infinity, ``TypeError`` for a value JSON has no form for,
+    ``UnicodeEncodeError`` for a lone surrogate), so that a bad event fails
+    alone, where it is encoded, and never takes a batch down with it. The
+    Unicode line separators U+2028, U+2029 and U+0085, which JSON leaves raw,
+    are escaped: ``str.splitlines()`` and many log shippers split lines there.
+    """
+    text = _dumps(event)
+    if not text.isascii():
+        text.encode("utf-8")  # a lone surrogate raises here
+        if "\u2028" in text or "\u2029" in text or "\x85" in text:
+            text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
+    return text
+
+
+def encode_event(event: Event) -> bytes:
+    """:func:`event_line` as UTF-8 bytes, for sinks that send bytes."""
+    return event_line(event).encode("utf-8")
 
 
 class Sink:

@@ -46,7 +46,7 @@ import weakref
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..events import Event
-from .base import Sink
+from .base import Sink, encode_event
 from .spool import Spool
 from .worker import BackgroundWorker
 
@@ -181,8 +181,16 @@ class DeliveringSink(Sink):
         #: ``delivered``: events confirmed by the destination (replays included);
         #: ``failed_batches``: delivery attempts that failed; ``spooled_by_request``:
         #: events the request thread spooled because the queue was full.
-        #: ``dead_lettered``: events refused for good and written to ``dead_letter``.
-        self.stats: Dict[str, int] = {"delivered": 0, "failed_batches": 0, "spooled_by_request": 0, "dead_lettered": 0}
+        #: ``dead_lettered``: events refused for good and written to ``dead_letter``
+        #: (the destination's refusals, and events with no valid JSON form);
+        #: ``unreadable``: spool records that were not a record, skipped on replay.
+        self.stats: Dict[str, int] = {
+            "delivered": 0,
+            "failed_batches": 0,
+            "spooled_by_request": 0,
+            "dead_lettered": 0,
+            "unreadable": 0,
+        }
         self._worker = BackgroundWorker(
             self._handle,
             queue_size=int(queue_size),
@@ -212,8 +220,20 @@ class DeliveringSink(Sink):
 
         Runs on the worker thread only. Items that must not be retried (an
         endpoint refusing them for good) are dealt with here and not returned.
+        Encode events with :meth:`_encoded`, so that one event with no valid
+        JSON form is dead-lettered alone and the rest go on.
         """
         raise NotImplementedError
+
+    def _encoded(self, items: Sequence[Item]) -> List[Tuple[Item, bytes]]:
+        """Each item with its event's JSON bytes; items that cannot be encoded are dead-lettered alone."""
+        encoded: List[Tuple[Item, bytes]] = []
+        for item in items:
+            try:
+                encoded.append((item, encode_event(item[0])))
+            except (ValueError, TypeError) as error:  # UnicodeEncodeError is a ValueError
+                self._dead_letter([item], reason="unserialisable", error=type(error).__name__)
+        return encoded
 
     def _sleep(self, seconds: float) -> bool:
         """Wait between retries on the worker thread; ``False`` if the sink is closing meanwhile."""
@@ -295,9 +315,19 @@ class DeliveringSink(Sink):
             if down:
                 self._spool_items(batch)
             else:
-                self._settle(batch, self._deliver_counted(batch))
+                try:
+                    failed = self._deliver_counted(batch)
+                except Exception:
+                    # Not the destination's answer but a fault here: keep the batch
+                    # for a replay, where a second fault dead-letters it (see _replay).
+                    _log.exception("%r: delivering a batch of %d raised; spooled", self, len(batch))
+                    failed = batch
+                self._settle(batch, failed)
         if time.monotonic() >= self._next_replay:
-            self._replay()
+            try:
+                self._replay()
+            except Exception as error:  # the spool's own I/O (listing, claiming) failed
+                self._failed(f"replaying the spool failed ({type(error).__name__}: {error})")
 
     def _deliver_counted(self, items: Sequence[Item]) -> List[Item]:
         """:meth:`_deliver`, counting in ``stats["delivered"]`` what was neither failed nor dead-lettered."""
@@ -338,9 +368,20 @@ class DeliveringSink(Sink):
             claim = self.spool.claim()
             if claim is None:
                 break
-            items = [self._decode(record) for record in claim.records()]
-            items = [item for item in items if item is not None]
-            failed = self._deliver_counted(items) if items else []
+            try:
+                items = [item for item in map(self._decode, claim.records()) if item is not None]
+            except OSError as error:
+                claim.release()
+                self._failed(f"reading {claim.path} failed ({error})")
+                return
+            try:
+                failed = self._deliver_counted(items) if items else []
+            except Exception as error:
+                # Raised a second time for the same events (they were spooled after the
+                # first): a fault that will not pass. Dead-letter them, never loop on them.
+                _log.exception("%r: replaying %s raised; its %d events dead-lettered", self, claim.path, len(items))
+                self._dead_letter(items, reason="delivery raised", error=type(error).__name__)
+                failed = []
             if failed:
                 claim.release()
                 self._failed(f"replaying {claim.path} failed ({len(failed)} of {len(items)} events)")
@@ -361,7 +402,11 @@ class DeliveringSink(Sink):
         The write key is left out: the file is for people to read.
         """
         line = {"at": time.time(), **reason, "events": [event for event, _, _ in items]}
-        data = (json.dumps(line, separators=(",", ":"), default=str) + "\n").encode()
+        try:
+            text = json.dumps(line, separators=(",", ":"), default=repr, allow_nan=False)
+        except ValueError:  # NaN or infinity: keep what a person can read
+            text = json.dumps({**line, "events": [repr(event) for event, _, _ in items]}, separators=(",", ":"))
+        data = (text + "\n").encode()
         try:
             fd = os.open(self.dead_letter, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "ab") as file:
@@ -373,21 +418,40 @@ class DeliveringSink(Sink):
             _log.exception("%r: writing %d events to the dead-letter file %s failed", self, len(items), self.dead_letter)
         with self._lock:
             self.stats["dead_lettered"] += len(items)
-        _log.error("%r: %d events refused for good, written to %s: %s", self, len(items), self.dead_letter, reason)
+        # Not the response body: an endpoint may echo what it was sent, credentials included.
+        why = {k: v for k, v in reason.items() if k != "response"}
+        _log.error("%r: %d events refused for good, written to %s: %s", self, len(items), self.dead_letter, why)
 
     # -- spool records -----------------------------------------------------
 
     def _spool_items(self, items: Sequence[Item]) -> None:
-        if items:
-            self.spool.append([json.dumps(item, separators=(",", ":")).encode() for item in items])
+        records = []
+        for item in items:
+            try:
+                records.append(json.dumps(item, separators=(",", ":"), allow_nan=False).encode())
+            except (ValueError, TypeError) as error:
+                self._dead_letter([item], reason="unserialisable", error=type(error).__name__)
+        if records:
+            self.spool.append(records)
 
     def _decode(self, record: bytes) -> Optional[Item]:
+        """A spool record back as an item; ``None`` (counted, logged) for anything that is not one."""
         try:
-            event, dialect, write_key = json.loads(record)
+            item = json.loads(record)
         except ValueError:
-            _log.error("%r: unreadable spool record skipped: %.200r", self, record)
-            return None
-        return event, dialect, write_key
+            item = None
+        if (
+            type(item) is list
+            and len(item) == 3
+            and type(item[0]) is dict
+            and all(part is None or type(part) is str for part in item[1:])
+        ):
+            return item[0], item[1], item[2]
+        with self._lock:
+            self.stats["unreadable"] += 1
+        # Its length only: a record may hold a write key.
+        _log.error("%r: a spool record of %d bytes is not a record; skipped", self, len(record))
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spool.directory}>"

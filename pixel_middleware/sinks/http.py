@@ -34,12 +34,12 @@ Requires the ``http`` extra (urllib3): ``pip install "pixel-middleware[http]"``.
 """
 from __future__ import annotations
 
+import base64
 import gzip as gzip_module
-import json
 import logging
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from .. import __version__
@@ -54,6 +54,8 @@ except ImportError:  # pragma: no cover - exercised where the extra is missing
     urllib3 = None  # type: ignore[assignment]
 
 FORMATS = ("segment", "json")
+#: An item with its event's JSON bytes.
+Encoded = Tuple[Item, bytes]
 #: Answers worth retrying; any other non-2xx answer is dead-lettered.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504} | set(range(505, 600)))
 
@@ -174,30 +176,32 @@ class HttpSink(DeliveringSink):
     # -- the worker thread -------------------------------------------------
 
     def _deliver(self, items: Sequence[Item]) -> List[Item]:
-        groups: Dict[Optional[str], List[Item]] = {}
-        for item in items:
-            groups.setdefault(item[2] if self.keeps_write_key else None, []).append(item)
+        groups: Dict[Optional[str], List[Encoded]] = {}
+        for item, data in self._encoded(items):
+            groups.setdefault(item[2] if self.keeps_write_key else None, []).append((item, data))
         failed: List[Item] = []
         for write_key, group in groups.items():
             for start in range(0, len(group), self._worker.batch_size):
                 chunk = group[start : start + self._worker.batch_size]
                 if failed:
-                    failed.extend(chunk)  # the endpoint is failing: do not hammer it
+                    failed.extend(item for item, _ in chunk)  # the endpoint is failing: do not hammer it
                 else:
                     failed.extend(self._post(chunk, write_key))
         return failed
 
-    def _post(self, chunk: List[Item], write_key: Optional[str]) -> List[Item]:
-        """POST one batch with retries; return it if it should be spooled, ``[]`` otherwise."""
+    def _post(self, chunk: List[Encoded], write_key: Optional[str]) -> List[Item]:
+        """POST one batch with retries; return its items if they should be spooled, ``[]`` otherwise."""
         body = self._body(chunk)
         if len(body) > self.max_batch_bytes and len(chunk) > 1:
             half = len(chunk) // 2
             first = self._post(chunk[:half], write_key)
-            return first + chunk[half:] if first else self._post(chunk[half:], write_key)
+            return first + [item for item, _ in chunk[half:]] if first else self._post(chunk[half:], write_key)
+        items = [item for item, _ in chunk]
         headers = dict(self.headers)
         credentials = write_key + ":" if write_key else self.auth
         if credentials:
-            headers.update(urllib3.util.make_headers(basic_auth=credentials))
+            # UTF-8, not urllib3's latin-1: a write key is whatever the pixel URL carried.
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode("utf-8", "replace")).decode()
         if self.gzip:
             body = gzip_module.compress(body, 6)
         attempt = 0
@@ -214,48 +218,63 @@ class HttpSink(DeliveringSink):
                     return []
                 if status not in RETRY_STATUSES:
                     self._dead_letter(
-                        chunk,
+                        items,
                         url=self.url,
                         status=status,
                         response=response.data[:2000].decode("utf-8", "replace"),
                     )
                     return []
-                wait, why = _retry_after(response.headers.get("Retry-After")), f"HTTP {status}"
+                wait = _retry_after(response.headers.get("Retry-After"))
+                why = f"HTTP {status}"
             if attempt >= self.retries:
                 _log.warning("%r: batch of %d failed after %d tries (%s)", self, len(chunk), attempt + 1, why)
-                return chunk
+                return items
             delay = backoff_delay(attempt, self.retry_delay, self.retry_backoff_max)
             if wait is not None:
                 if wait > self.retry_backoff_max:
-                    # Longer than we wait in line: spool, and replay no sooner than asked.
-                    self._not_before = time.monotonic() + wait
+                    # Longer than we ever wait in line: spool, and replay no sooner than
+                    # we would wait at most, however long was asked for.
+                    self._not_before = time.monotonic() + self.retry_backoff_max
                     _log.warning("%r: %s with Retry-After %.0f s; batch of %d spooled", self, why, wait, len(chunk))
-                    return chunk
-                delay = max(wait, 0.0)
+                    return items
+                delay = wait
             attempt += 1
             _log.info("%r: %s; retry %d in %.2f s", self, why, attempt, delay)
             if not self._sleep(delay):
-                return chunk
+                return items
 
-    def _body(self, chunk: Sequence[Item]) -> bytes:
-        events = [event for event, _, _ in chunk]
-        payload: Any = events
+    def _body(self, chunk: Sequence[Encoded]) -> bytes:
+        """The request body, joined from each event's own encoding (one bad event never spoils a body)."""
+        events = b"[" + b",".join(data for _, data in chunk) + b"]"
         if self.format == "segment":
-            payload = {"batch": events, "sentAt": now()}
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+            return b'{"batch":' + events + b',"sentAt":"' + now().encode() + b'"}'
+        return events
 
     def _release(self, timeout: Optional[float]) -> None:
         self._pool.clear()
 
 
+#: The longest ``Retry-After`` read, in seconds; the sink waits at most ``retry_backoff_max``.
+_RETRY_AFTER_MAX = 10**9
+
+
 def _retry_after(value: Optional[str]) -> Optional[float]:
-    """Seconds from a ``Retry-After`` header (seconds or an HTTP date); ``None`` if absent or unreadable."""
+    """Seconds asked for by a ``Retry-After`` header, 0 to 10**9; ``None`` if absent or unreadable.
+
+    Strictly RFC 9110: ASCII digits (``"²"`` is a digit to ``str.isdigit``,
+    not to HTTP) or an HTTP date. The sink caps the wait at
+    ``retry_backoff_max``, because an endpoint asking for a day (or 400
+    digits of seconds) must not stop delivery for good.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return float(_RETRY_AFTER_MAX) if len(value) > 9 else float(value)
     try:
-        return parsedate_to_datetime(value).timestamp() - time.time()
+        moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if moment is None:
+        return None
+    return min(max(moment.timestamp() - time.time(), 0.0), float(_RETRY_AFTER_MAX))

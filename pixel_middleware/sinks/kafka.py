@@ -147,15 +147,13 @@ class KafkaSink(DeliveringSink):
         topic = self.topic
         on_delivery = report.on_delivery
         headers_for = self._headers
-        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-        produced = 0
-        for item in items:
+        sent: List[Item] = []
+        for item, value in self._encoded(items):
             event, dialect, _ = item
             key = event.get("userId") or event.get("anonymousId")
             headers = headers_for.get((event.get("type"), dialect))
             if headers is None:
                 headers = headers_for[(event.get("type"), dialect)] = _headers(event.get("type"), dialect)
-            value = dumps(event).encode()
             try:
                 try:
                     produce(topic, value, key, on_delivery=on_delivery, headers=headers)
@@ -172,14 +170,17 @@ class KafkaSink(DeliveringSink):
                 else:
                     failed.append(item)
                 continue
-            produced += 1
-            if produced % 256 == 0:
+            except (TypeError, ValueError) as error:  # a key or header librdkafka cannot take
+                self._dead_letter([item], destination=repr(self), reason="unproducible", error=type(error).__name__)
+                continue
+            sent.append(item)
+            if len(sent) % 256 == 0:
                 producer.poll(0)  # serve delivery reports as we go
         producer.flush(self.delivery_timeout + 1.0)
-        if report.acked + len(report.errors) < produced:
+        if report.acked + len(report.errors) < len(sent):
             # Some reports never came (cannot happen while flush outlasts
-            # message.timeout.ms): not knowing which, retry them all.
-            return list(items)
+            # message.timeout.ms): not knowing which, retry all that were sent.
+            return failed + sent
         for error, message in report.errors:
             item = _item_from(message)
             if error.name() in _PERMANENT:

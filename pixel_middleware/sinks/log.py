@@ -2,16 +2,17 @@
 
 The default sink: events are visible with no infrastructure, and any log
 shipper can pick them up. Delivery is what the logging handlers give: the
-line is written before the response is sent, nothing is retried.
+line is written before the response is sent, nothing is retried. Each line
+is one valid UTF-8 JSON object (:func:`~pixel_middleware.sinks.base.event_line`);
+an event that has no such form is refused, never half-written.
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Union
 
 from ..events import Event
-from .base import Sink
+from .base import Sink, event_line
 
 
 class LogSink(Sink):
@@ -39,7 +40,9 @@ class LogSink(Sink):
         self._level = level
 
     def emit(self, event: Event, **meta: Any) -> None:
-        self._log(self._level, "%s", json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        """Log the event's line; an event with no valid JSON form raises here, before
+        :mod:`logging` sees it (the collector counts it as ``sink_error``)."""
+        self._log(self._level, "%s", event_line(event))
 
     @classmethod
     def from_url(cls, url: str) -> "LogSink":

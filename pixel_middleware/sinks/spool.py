@@ -120,23 +120,27 @@ class Spool:
     def append(self, records: Sequence[bytes]) -> int:
         """Write ``records`` (each one line, no newline inside) durably; returns how many were written.
 
-        Records that would exceed ``max_bytes`` are not written: they are
-        counted in ``stats["overflowed"]`` and logged.
+        Records that would exceed ``max_bytes``, or that an I/O error of any
+        kind keeps from the disk, are not written: they are counted in
+        ``stats["overflowed"]`` and logged. It never raises.
         """
         if not records:
             return 0
         with self._lock:
             self._check_fork()
-            room = self.max_bytes - self.used_bytes()
             data = bytearray()
             written = 0
+            reason = f"the spool is full (max_bytes={self.max_bytes})"
+            try:
+                room = self.max_bytes - self.used_bytes()
+            except OSError as error:  # the directory cannot be listed: nothing is known to fit
+                room, reason = 0, f"the spool directory cannot be read ({error})"
             for record in records:
                 if len(data) + len(record) + 1 > room:
                     break  # and nothing after it either, so that order is kept
                 data += record
                 data += b"\n"
                 written += 1
-            reason = f"the spool is full (max_bytes={self.max_bytes})"
             if written:
                 try:
                     file = self._writer()
@@ -145,7 +149,10 @@ class Spool:
                     os.fsync(file.fileno())
                 except OSError as error:
                     reason = f"writing failed ({error})"
-                    self._seal_locked()
+                    try:
+                        self._seal_locked()
+                    except OSError:
+                        self._file, self._path = None, None
                     written = 0
                 else:
                     self._size += len(data)
