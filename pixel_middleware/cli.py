@@ -1,4 +1,4 @@
-"""``pixel-middleware serve`` runs a standalone collector; ``pixel-middleware url`` builds a pixel URL.
+"""``pixel-middleware serve`` runs a standalone collector; ``url`` builds a pixel URL; ``decode`` explains one.
 
 ``serve`` wraps a 404 app in :class:`~pixel_middleware.PixelMiddleware` and
 serves it with werkzeug's threaded server: right for trying things out and
@@ -8,6 +8,7 @@ with a WSGI server such as gunicorn, or wrap your own app.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from typing import List, Optional
@@ -46,6 +47,41 @@ def _url(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decode(args: argparse.Namespace) -> int:
+    """Run ``args.url`` through the collector's pipeline into memory: nothing is sent anywhere."""
+    from urllib.parse import urlsplit
+
+    from werkzeug.test import EnvironBuilder
+
+    from .collector import Collector
+    from .signals import event_rejected
+    from .sinks import MemorySink
+
+    collector = Collector(sink=MemorySink(), dialects=args.dialect or None,
+                          write_keys=args.write_key or None, prefix=args.prefix)
+    parts = urlsplit(args.url)
+    environ = EnvironBuilder(path=parts.path or "/", query_string=parts.query,
+                             base_url=f"{parts.scheme or 'http'}://{parts.netloc or 'localhost'}").get_environ()
+    match = collector.match(environ["PATH_INFO"])
+    if match is None:
+        print("not_a_pixel_route: no dialect answers this path", file=sys.stderr)
+        return 1
+    rejected: List[str] = []
+
+    def note(sender: object, reason: str, detail: str, **_: object) -> None:
+        rejected.append(f"{reason}: {detail}")
+
+    event_rejected.connect(note, sender=collector)
+    logging.getLogger("pixel_middleware").setLevel(logging.ERROR)
+    event = collector.collect(environ, match)
+    collector.close(timeout=1)
+    if event is None:
+        print(rejected[0] if rejected else "rejected", file=sys.stderr)
+        return 1
+    print(json.dumps(event, indent=2, sort_keys=True, default=str))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="pixel-middleware", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +105,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     url.add_argument("--dialect", default="compact")
     url.add_argument("-p", "--property", action="append", default=[], metavar="KEY=VALUE")
     url.set_defaults(run=_url)
+
+    decode = commands.add_parser("decode", help="print the event a pixel URL decodes to, sending nothing")
+    decode.add_argument("url")
+    decode.add_argument("--write-key", action="append", help="accepted write key, repeatable (default: any)")
+    decode.add_argument("--dialect", action="append", help="dialect to answer, repeatable (default: all)")
+    decode.add_argument("--prefix", default="", help="the pixel routes' mount prefix")
+    decode.set_defaults(run=_decode)
 
     args = parser.parse_args(argv)
     return args.run(args)
