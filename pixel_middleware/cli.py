@@ -72,9 +72,16 @@ def _decode(args: argparse.Namespace) -> int:
         rejected.append(f"{reason}: {detail}")
 
     event_rejected.connect(note, sender=collector)
-    logging.getLogger("pixel_middleware").setLevel(logging.ERROR)
-    event = collector.collect(environ, match)
-    collector.close(timeout=1)
+    # The verdict goes to stdout/stderr below; the collector's own warning would repeat it.
+    log = logging.getLogger("pixel_middleware")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        event = collector.collect(environ, match)
+    finally:
+        log.setLevel(level)
+        event_rejected.disconnect(note, sender=collector)
+        collector.close(timeout=1)
     if event is None:
         print(rejected[0] if rejected else "rejected", file=sys.stderr)
         return 1
