@@ -114,6 +114,34 @@ def per_request(app: Callable, environ: Dict, loops: int, repeats: int) -> float
     return best
 
 
+def checks_cost(loops: int) -> None:
+    """What issue 11's validation adds per request, measured alone against the same work without it."""
+    from pixel_middleware.dialects import segment as seg
+    from pixel_middleware.events import coerce_number
+
+    text = base64.urlsafe_b64decode(SEGMENT[1][5:] + "==").decode()
+    rows = []
+    for name, plain, checked in (
+        ("Segment JSON hooks + surrogate scan", lambda: json.loads(text),
+         lambda: (seg._DECODER.decode(text), "\\u" in text and seg._SURROGATE_ESCAPE.search(text))),
+        ("number length guard (per number)", lambda: coerce_number("29.99"), None),
+        ("header caps (UA)", lambda: "Mozilla/5.0 (Macintosh)", lambda: "Mozilla/5.0 (Macintosh)"[:1024]),
+    ):
+        timings = []
+        for fn in (plain, checked or plain):
+            best = float("inf")
+            for _ in range(5):
+                begin = time.perf_counter()
+                for _ in range(loops):
+                    fn()
+                best = min(best, (time.perf_counter() - begin) / loops * 1e6)
+            timings.append(best)
+        note = "its guard is one len() inside this" if checked is None else f"{timings[1] - timings[0]:+.2f} us"
+        rows.append(f"  {name:<38} {timings[1]:6.2f} us ({note})")
+    print("\nPoison-pill checks on the request path (issue 11)")
+    print("\n".join(rows))
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     loops, repeats = (2000, 3) if quick else (20000, 7)
@@ -136,6 +164,7 @@ def main() -> None:
         verdict = lambda ok: "ok" if ok else "MISSED"  # noqa: E731
         print(f"  target middleware <= 1.0x (c): {mw / figures[3][1]:.2f}x {verdict(mw <= figures[3][1])}; "
               f"<= 0.35x (b): {mw / figures[2][1]:.2f}x {verdict(mw <= 0.35 * figures[2][1])}")
+    checks_cost(loops)
 
 
 if __name__ == "__main__":
