@@ -60,6 +60,7 @@ def strict_loads(line: str) -> Any:
                      id="rudderstack-encoded-surrogate"),
         pytest.param("/v1/KEY/Pixel?dt=AppEvent&n=x&lc=1e400,2", "invalid_value", id="mparticle-infinite-location"),
         pytest.param("/v1/KEY/Pixel?dt=AppEvent&n=x&lc=nan,nan", "invalid_value", id="mparticle-nan-location"),
+        pytest.param("/v1/KEY/Pixel?dt=AppEvent&n=x&lc=1_0,2", "invalid_value", id="mparticle-underscore-location"),
         pytest.param("/v1/pixel/track?wk=k&e=x&ts=" + "9" * 5000, "invalid_timestamp", id="5000-digit-timestamp"),
     ],
 )

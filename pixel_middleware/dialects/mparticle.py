@@ -65,6 +65,8 @@ def _pairs(params: Mapping[str, str], keys: str, values: str) -> Dict[str, str]:
 
 def _location(text_: str) -> Dict[str, float]:
     try:
+        if "_" in text_:  # float() reads "1_0" as 10; a coordinate never has one
+            raise ValueError(text_)
         latitude, longitude = (float(part) for part in text_.split(","))
     except ValueError:
         raise DecodeError("invalid_value", "lc must be latitude,longitude") from None
