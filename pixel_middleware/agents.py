@@ -53,6 +53,10 @@ APPLE_EGRESS_URL = "https://mask-api.icloud.com/egress-ip-ranges.csv"
 RANGES_FILE = Path(__file__).with_name("data") / "apple_proxy_ranges.txt"
 
 _MPP_USER_AGENT = "Mozilla/5.0"
+#: Mail clients a person runs that the crawler list mistakes for bots (its
+#: "Microsoft Office" pattern is meant for Office's link previews, but
+#: Outlook for Windows fetches a message's images with that user agent).
+_MAIL_CLIENTS = ("Microsoft Outlook",)
 _crawlers = CrawlerDetect()
 
 
@@ -103,6 +107,8 @@ def _by_user_agent(user_agent: str, click: bool) -> str:
         return "yahoo_proxy"
     if user_agent == _MPP_USER_AGENT:
         return _MPP_USER_AGENT  # decided by the address, which is not cached
+    if any(client in user_agent for client in _MAIL_CLIENTS):
+        return "browser"
     if _crawlers.is_crawler(user_agent):
         return "link_scanner" if click else "bot"
     return "browser"
