@@ -131,7 +131,7 @@ class RedisDedup:
 
 
 def dedup_step(spec: Union[int, float, str], count: Callable[[str], None]) -> Callable[[Event, Any], None]:
-    """The step for a ``dedup=`` option: seconds (in memory) or a ``redis://`` URL."""
+    """The step for a ``dedup=`` option: seconds (a number or its text: in memory) or a ``redis://`` URL."""
     if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
         return RedisDedup(spec, count)
     try:
