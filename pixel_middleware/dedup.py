@@ -84,7 +84,10 @@ class RedisDedup:
     """
 
     def __init__(self, url: str, count: Callable[[str], None]) -> None:
-        import redis
+        try:
+            import redis
+        except ImportError:
+            raise ImportError('dedup with Redis needs redis-py: pip install "pixel-middleware[redis]"') from None
 
         parts = urlsplit(url)
         query = parse_qsl(parts.query)
