@@ -11,6 +11,7 @@ own headers and address, never from what the URL claims:
 
 ==================  ==========================================================
 ``prefetch``        a ``Sec-Purpose``/``Purpose``/``X-Moz`` prefetch header
+                    (or Safari's ``X-Purpose: preview``)
 ``gmail_proxy``     user agent names ``GoogleImageProxy``
 ``yahoo_proxy``     user agent names ``YahooMailProxy``
 ``apple_mpp``       the bare user agent ``Mozilla/5.0`` from one of Apple's

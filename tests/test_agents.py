@@ -18,7 +18,8 @@ The user agents are real ones, copied from where they are published:
   (Slackbot-LinkExpanding), LinkedIn's crawler page (LinkedInBot), and
   Barracuda's mail scanner as listed in crawlerdetect's crawler list.
 - Prefetch headers: the Fetch metadata spec's Sec-Purpose ("prefetch"),
-  Chrome's legacy "Purpose: prefetch", Firefox's "X-Moz: prefetch" (MDN).
+  Chrome's legacy "Purpose: prefetch", Firefox's "X-Moz: prefetch" (MDN),
+  Safari's "X-Purpose: preview" (Top Sites thumbnails).
 """
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ CASES = [
     pytest.param(CHROME, OTHER_ADDRESS, {"Sec-Purpose": "prefetch;prerender"}, "prefetch", id="sec-purpose-prerender"),
     pytest.param(CHROME, OTHER_ADDRESS, {"Purpose": "prefetch"}, "prefetch", id="purpose"),
     pytest.param(THUNDERBIRD, OTHER_ADDRESS, {"X-Moz": "prefetch"}, "prefetch", id="x-moz"),
+    pytest.param(APPLE_MAIL, OTHER_ADDRESS, {"X-Purpose": "preview"}, "prefetch", id="safari-x-purpose-preview"),
     pytest.param(GMAIL, OTHER_ADDRESS, {"Accept": "image/*"}, "gmail_proxy", id="other-headers-change-nothing"),
     pytest.param("", OTHER_ADDRESS, {}, "browser", id="no-user-agent"),
 ]
