@@ -54,7 +54,7 @@ def test_off_by_default(client, sink):
     assert len(sink.events) == 2
 
 
-def test_a_duplicate_is_rejected_after_the_agent_step(deduping, sink):
+def test_a_duplicate_is_rejected_after_the_agent_step(sink):
     """A rejected machine fetch does not use up the message's one event."""
     dropping = PixelMiddleware(downstream_app, sink=sink, dedup=3600, machine_events="drop")
     client = Client(dropping)
@@ -110,7 +110,7 @@ def test_two_processes_share_one_redis(redis_server, start):
         start(["-m", "pixel_middleware", "serve", "--port", str(port), "--dedup", redis_server.url], port)
         for port in ports
     ]
-    for i, port in enumerate(ports * 2):  # each message fetched twice from each process
+    for port in ports * 2:  # each message fetched twice from each process
         for mid in ("m1", "m2"):
             url = build_pixel_url(f"http://127.0.0.1:{port}", "Email Opened", user_id="u1", write_key="k")
             request = urllib.request.Request(f"{url}&mid={mid}", headers={"User-Agent": USER_AGENT})
