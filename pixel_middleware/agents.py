@@ -115,11 +115,15 @@ def _by_user_agent(user_agent: str, click: bool) -> str:
     return "browser"
 
 
+_PREFETCH_HEADERS = ("HTTP_SEC_PURPOSE", "HTTP_PURPOSE", "HTTP_X_MOZ", "HTTP_X_PURPOSE")
+
+
 def _prefetch(environ: Mapping[str, Any]) -> bool:
-    for header in ("HTTP_SEC_PURPOSE", "HTTP_PURPOSE", "HTTP_X_MOZ", "HTTP_X_PURPOSE"):
-        value = environ.get(header)
-        if value and ("prefetch" in value.lower() or "preview" in value.lower()):
-            return True
+    for header in _PREFETCH_HEADERS:
+        if header in environ:
+            value = environ[header].lower()
+            if "prefetch" in value or "preview" in value:
+                return True
     return False
 
 
@@ -154,7 +158,13 @@ class AgentStep:
         machine = agent in MACHINE_AGENTS
         if machine and self._drop:
             raise DecodeError("machine", f"fetched by a machine ({agent})")
-        event["context"].setdefault("pixel", {}).update(agent=agent, machine=machine)
+        context = event["context"]
+        pixel = context.get("pixel")
+        if pixel is None:
+            context["pixel"] = {"agent": agent, "machine": machine}
+        else:
+            pixel["agent"] = agent
+            pixel["machine"] = machine
 
 
 def refresh(url: str = APPLE_EGRESS_URL, path: Optional[Path] = None) -> int:
