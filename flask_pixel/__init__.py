@@ -54,6 +54,11 @@ SETTINGS: Dict[str, Tuple[str, Any]] = {
     "cache_buster": ("PIXEL_CACHE_BUSTER", True),
     "user_resolver": ("PIXEL_USER_RESOLVER", None),
     "user_traits": ("PIXEL_USER_TRAITS", None),
+    "machine_events": ("PIXEL_MACHINE_EVENTS", "keep"),
+    "dedup": ("PIXEL_DEDUP", None),
+    "ip": ("PIXEL_IP", "full"),
+    "privacy_signals": ("PIXEL_PRIVACY_SIGNALS", "anonymize"),
+    "dnt": ("PIXEL_DNT", False),
 }
 
 UserTraits = Union[Sequence[str], Callable[[Any], Optional[Mapping[str, Any]]], None]
@@ -167,6 +172,11 @@ class PixelState:
             write_keys=write_keys,
             prefix=prefix,
             sender=app,
+            machine_events=settings["machine_events"],
+            dedup=settings["dedup"],
+            ip=settings["ip"],
+            privacy_signals=settings["privacy_signals"],
+            dnt=settings["dnt"],
         )
         self.url_dialect = get_dialect(settings["url_dialect"])
         answered = {dialect.name for route in self.collector.routes for dialect in route.dialects}
@@ -356,6 +366,20 @@ class Pixel:
             the event's traits (a list or a comma-separated string), or a
             callable ``user -> mapping``. Off by
             default, since traits in a URL travel wherever the email does.
+        ``PIXEL_MACHINE_EVENTS`` (``"keep"``)
+            ``"keep"`` records fetches by machines (Apple MPP, bots,
+            prefetch, link scanners) flagged ``context.pixel.machine``;
+            ``"drop"`` rejects them (reason ``machine``).
+        ``PIXEL_DEDUP`` (``None``)
+            one event per message: a window in seconds (in memory, per
+            process) or a ``redis://host:port/db`` URL (shared by workers).
+        ``PIXEL_IP`` (``"full"``)
+            keep the client address, ``"anonymize"`` it or ``"drop"`` it.
+        ``PIXEL_PRIVACY_SIGNALS`` (``"anonymize"``)
+            what a request with ``Sec-GPC: 1`` gets: ``"anonymize"``,
+            ``"drop"`` (reason ``opted_out``) or ``"ignore"``.
+        ``PIXEL_DNT`` (``False``)
+            treat ``DNT: 1`` like ``Sec-GPC: 1``.
 
         Raises :class:`RuntimeError` when ``app`` already has a ``Pixel``,
         :class:`ValueError` for settings that contradict each other.

@@ -18,10 +18,13 @@ from .urls import build_pixel_url
 
 
 def make_app(sink: Optional[List[str]] = None, write_keys: Optional[List[str]] = None,
-             dialects: Optional[List[str]] = None, prefix: str = "") -> PixelMiddleware:
+             dialects: Optional[List[str]] = None, prefix: str = "", machine_events: str = "keep",
+             dedup: Optional[str] = None, ip: str = "full", privacy_signals: str = "anonymize",
+             dnt: bool = False) -> PixelMiddleware:
     """A collector with nothing behind it: pixel routes answer, everything else is 404."""
     return PixelMiddleware(None, sink=sink or None, write_keys=write_keys or None,
-                           dialects=dialects or None, prefix=prefix)
+                           dialects=dialects or None, prefix=prefix, machine_events=machine_events,
+                           dedup=dedup, ip=ip, privacy_signals=privacy_signals, dnt=dnt)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -30,7 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # werkzeug's access log prints whole URLs, and pixel URLs carry write keys.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app = make_app(args.sink, args.write_key, args.dialect, args.prefix)
+    app = make_app(args.sink, args.write_key, args.dialect, args.prefix, args.machine_events, args.dedup,
+                   args.ip, args.privacy_signals, args.dnt)
     print(f"pixel collector on http://{args.host}:{args.port}/ (sink: {app.sink!r})", file=sys.stderr, flush=True)
     try:
         run_simple(args.host, args.port, app, threaded=True)
@@ -100,6 +104,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     serve.add_argument("--write-key", action="append", help="accepted write key, repeatable (default: any)")
     serve.add_argument("--dialect", action="append", help="dialect to answer, repeatable (default: all)")
     serve.add_argument("--prefix", default="", help="mount the pixel routes under this path")
+    serve.add_argument("--machine-events", choices=("keep", "drop"), default="keep",
+                       help="record fetches by machines (Apple MPP, bots, prefetch) flagged, or drop them")
+    serve.add_argument("--dedup", help="one event per message: a window in seconds (in memory) or a redis:// URL")
+    serve.add_argument("--ip", choices=("full", "anonymize", "drop"), default="full", help="how much of the client address to keep")
+    serve.add_argument("--privacy-signals", choices=("anonymize", "drop", "ignore"), default="anonymize",
+                       help="what a request with Sec-GPC: 1 gets")
+    serve.add_argument("--dnt", action="store_true", help="treat DNT: 1 like Sec-GPC: 1")
     serve.set_defaults(run=_serve)
 
     url = commands.add_parser("url", help="print a pixel URL")

@@ -13,9 +13,12 @@ import threading
 from collections import Counter
 from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
+from .agents import AgentStep
+from .dedup import dedup_step
 from .dialects import Dialect, DialectSpec, get_dialects
 from .events import DecodeError, Event, enrich, now, parse_query
 from .gif import respond
+from .privacy import PrivacyStep
 from .signals import event_received, event_rejected, send_safely
 from .sinks import SinkSpec, resolve_sink
 
@@ -48,6 +51,8 @@ class Hit(NamedTuple):
     dialect: Dialect
     params: Mapping[str, str]
     write_key: str
+    #: Whether the URL gave the ``messageId`` (else the server made one up).
+    message_id_given: bool = False
 
 
 #: A pipeline step: annotates the event (``context.pixel``) or raises
@@ -95,6 +100,15 @@ class Collector:
         ``/t/v1/pixel/track``).
     :param sender: the sender of the signals; ``PixelMiddleware`` passes
         itself, :mod:`flask_pixel` the Flask app.
+    :param machine_events: ``"keep"`` records fetches by machines (Apple MPP,
+        bots, prefetch, link scanners) flagged ``context.pixel.machine``;
+        ``"drop"`` rejects them (reason ``machine``). See :mod:`.agents`.
+    :param dedup: ``None``, seconds (one event per key per window, in
+        memory) or a ``redis://`` URL (shared by processes). See :mod:`.dedup`.
+    :param ip: ``"full"``, ``"anonymize"`` or ``"drop"`` the client address.
+    :param privacy_signals: what a ``Sec-GPC: 1`` request gets:
+        ``"anonymize"``, ``"drop"`` or ``"ignore"``. See :mod:`.privacy`.
+    :param dnt: treat ``DNT: 1`` like ``Sec-GPC: 1``.
     """
 
     def __init__(
@@ -105,6 +119,11 @@ class Collector:
         write_keys: WriteKeys = None,
         prefix: str = "",
         sender: Any = None,
+        machine_events: str = "keep",
+        dedup: Union[None, float, str] = None,
+        ip: str = "full",
+        privacy_signals: str = "anonymize",
+        dnt: bool = False,
     ) -> None:
         self.sink = resolve_sink(sink)
         self.sender = sender if sender is not None else self
@@ -117,11 +136,16 @@ class Collector:
         else:
             self._key_ok = frozenset(write_keys).__contains__
         #: Rejections by reason since start, e.g. ``{"missing_identity": 3}``;
-        #: ``sink_error`` counts events a sink failed to take.
+        #: ``sink_error`` counts events a sink failed to take, and
+        #: ``dedup_unavailable`` Redis outages (the events passed).
         self.rejections: Counter = Counter()
         self._count_lock = threading.Lock()
         #: The steps every decoded event passes, in order, after enrichment.
-        self._steps: Tuple[Step, ...] = ()
+        self._steps: Tuple[Step, ...] = (AgentStep(machine_events),)
+        if ip != "full" or privacy_signals != "ignore" or dnt:
+            self._steps += (PrivacyStep(ip, privacy_signals, dnt),)
+        if dedup is not None:
+            self._steps += (dedup_step(dedup, self._count),)
         self._static: Dict[str, Match] = {}
         self._dynamic: List[Tuple[str, str, Any, Route]] = []
         for route in self.routes:
@@ -177,9 +201,10 @@ class Collector:
             key_ok = self._key_ok
             if key_ok is not None and not key_ok(write_key):
                 raise DecodeError("invalid_write_key", "the write key is not accepted")
+            message_id_given = "messageId" in event
             enrich(event, environ, received_at)
             if self._steps:
-                hit = Hit(environ, match, dialect, params, write_key)
+                hit = Hit(environ, match, dialect, params, write_key, message_id_given)
                 for step in self._steps:
                     step(event, hit)
         except DecodeError as error:
@@ -200,6 +225,10 @@ class Collector:
             with self._count_lock:
                 self.rejections["sink_error"] += 1
         return event
+
+    def _count(self, reason: str) -> None:
+        with self._count_lock:
+            self.rejections[reason] += 1
 
     def _reject(self, reason: str, detail: str, dialect: Optional[Dialect], match: Match) -> None:
         name = dialect.name if dialect is not None else None

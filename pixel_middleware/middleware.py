@@ -7,7 +7,7 @@ of the app one dict lookup and a suffix check per request.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Union
 
 from .collector import Collector, WriteKeys
 from .dialects import DialectSpec
@@ -31,6 +31,14 @@ class PixelMiddleware:
         any key, though a request must still carry one.
     :param prefix: mount the vendor routes under this path.
     :param sender: the sender of the signals (default: this middleware).
+    :param machine_events: ``"keep"`` (default) records machine fetches
+        flagged ``context.pixel.machine``; ``"drop"`` rejects them.
+    :param dedup: ``None`` (default), seconds, or a ``redis://`` URL: one
+        event per message within the window.
+    :param ip: ``"full"`` (default), ``"anonymize"`` or ``"drop"``.
+    :param privacy_signals: ``"anonymize"`` (default), ``"drop"`` or
+        ``"ignore"`` a request with ``Sec-GPC: 1``.
+    :param dnt: treat ``DNT: 1`` like ``Sec-GPC: 1`` (default ``False``).
 
     GET records the event; HEAD gets the same headers and records nothing
     (link checkers and prefetchers use it); other methods get 405. Every
@@ -46,10 +54,16 @@ class PixelMiddleware:
         write_keys: WriteKeys = None,
         prefix: str = "",
         sender: Any = None,
+        machine_events: str = "keep",
+        dedup: Union[None, float, str] = None,
+        ip: str = "full",
+        privacy_signals: str = "anonymize",
+        dnt: bool = False,
     ) -> None:
         self.app = app if app is not None else _not_found
         self.collector = Collector(
-            sink=sink, dialects=dialects, write_keys=write_keys, prefix=prefix, sender=sender or self
+            sink=sink, dialects=dialects, write_keys=write_keys, prefix=prefix, sender=sender or self,
+            machine_events=machine_events, dedup=dedup, ip=ip, privacy_signals=privacy_signals, dnt=dnt,
         )
         self._match = self.collector.match
         self._respond = self.collector.respond

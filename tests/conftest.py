@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -9,7 +10,7 @@ import pytest
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, event_received, event_rejected
-from tests.helpers import Process
+from tests.helpers import Process, RedisServer
 
 #: What every test request looks like to the middleware unless it says otherwise.
 ENVIRON = {"REMOTE_ADDR": "203.0.113.7"}
@@ -128,3 +129,13 @@ def start() -> Iterator[Callable[..., Process]]:
     yield run
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real ``redis-server`` (Debian package) of this test's own; stopped after it."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    server = RedisServer()
+    yield server
+    server.stop()

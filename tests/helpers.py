@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -43,7 +44,9 @@ class Process:
         self.proc = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            # A script (an example) imports this checkout's packages, not an installed copy.
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -101,3 +104,36 @@ class Process:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers={"User-Agent": user_agent})
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers, response.read()
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, nothing saved to disk; stop() ends only this PID."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: Optional[subprocess.Popen] = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def answers() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+
+        if not wait_until(answers, timeout=30):
+            pytest.fail(f"redis-server did not listen on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
+            self.proc.terminate()
+            self.proc.wait(timeout=30)

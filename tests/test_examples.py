@@ -79,7 +79,13 @@ def test_flask_example(start: Callable[..., Process]) -> None:
     path = pixel.split(str(port), 1)[1]
     for _ in range(2):
         assert_gif(*server.get(path))
-    assert json.loads(server.get("/stats.json")[2]) == {"spring-sale": 2}
-    assert b'id="opens-spring-sale">2<' in server.get("/stats")[2]
+    # Apple's MPP proxy: the bare user agent from Apple's network (a loopback test cannot come from 17.0.0.0/8,
+    # so a crawler stands in for the machine here; tests/test_agents.py covers MPP itself).
+    assert_gif(*server.get(path, user_agent="Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"))
+    assert json.loads(server.get("/stats.json")[2]) == {"spring-sale": 3}
+    assert json.loads(server.get("/stats/opens.json")[2]) == {"spring-sale": {"people": 2, "machines": 1, "unique": 1}}
+    page = server.get("/stats")[2]
+    assert b'id="opens-spring-sale">3<' in page and b'id="people-spring-sale">2<' in page
+    assert b'id="machines-spring-sale">1<' in page and b'id="unique-spring-sale">1<' in page
     opened = json.loads(server.wait_for(event_lines(server, "Email Opened")))
     assert opened["userId"] == "u-1002" and opened["properties"] == {"campaign_id": "spring-sale"}

@@ -11,6 +11,7 @@ from typing import Iterator
 
 import pytest
 from werkzeug.serving import make_server
+from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url
 from pixel_middleware.gif import GIF
@@ -89,3 +90,18 @@ def test_url_command():
         capture_output=True, text=True, timeout=60, check=True,
     )
     assert done.stdout.startswith("https://x.test/v1/pixel/track?wk=k&e=Email+Opened&uid=u1&p.campaign=c1&cb=")
+
+
+def test_serve_flags_reach_the_collector():
+    """``serve --machine-events drop --ip anonymize --privacy-signals drop --dnt --dedup 60``, as make_app builds it."""
+    from pixel_middleware.cli import make_app
+
+    app = make_app(["memory:"], machine_events="drop", ip="anonymize", privacy_signals="drop", dnt=True, dedup="60")
+    sink = app.sink
+    client = Client(app)
+    url = "/v1/pixel/track?wk=k&e=Open&uid=u1&mid=m1"
+    bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    for headers in ({"User-Agent": bot}, {"DNT": "1"}, {}, {}):
+        assert client.get(url, headers=headers, environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 200
+    assert [e["context"]["ip"] for e in sink.events] == ["203.0.113.0"]
+    assert app.rejections == {"machine": 1, "opted_out": 1, "duplicate": 1}

@@ -14,7 +14,9 @@ What it shows:
 * ``/emails/<campaign>/preview`` renders an email with ``pixel_tag``; loading
   it in a browser fetches the pixel, as a mail client would.
 * a receiver of ``event_received`` counts opens per campaign, shown on
-  ``/stats`` (and ``/stats.json``).
+  ``/stats`` (and ``/stats.json``): opens by people and by machines (Apple
+  Mail Privacy Protection, bots, prefetch: ``context.pixel.machine``)
+  separately, and unique opens (recipients opened by a person at least once).
 * ``flask --app examples/flask_app/app.py render-email spring-sale`` renders
   the email with no request, as a background job sending it would: the
   pixel URL then comes from ``PIXEL_BASE_URL``.
@@ -43,28 +45,55 @@ USERS: Dict[str, Dict[str, str]] = {
 }
 
 #: Settings read from the environment when set there (the same names as the config keys).
-ENVIRONMENT_KEYS = ("PIXEL_SINK", "PIXEL_WRITE_KEY", "PIXEL_WRITE_KEYS", "PIXEL_BASE_URL", "PIXEL_URL_DIALECT")
+ENVIRONMENT_KEYS = ("PIXEL_SINK", "PIXEL_WRITE_KEY", "PIXEL_WRITE_KEYS", "PIXEL_BASE_URL", "PIXEL_URL_DIALECT",
+                    "PIXEL_MACHINE_EVENTS", "PIXEL_DEDUP", "PIXEL_IP", "PIXEL_PRIVACY_SIGNALS")
 
 pixel = Pixel()
 
 
 class OpenCounter:
-    """Counts ``Email Opened`` events per campaign; receivers run on request threads, hence the lock."""
+    """Counts ``Email Opened`` events per campaign; receivers run on request threads, hence the lock.
+
+    An open by a machine (``context.pixel.machine``: Apple's MPP proxy
+    fetching every image, a bot, a prefetch) is counted apart from an open
+    by a person; unique opens are the recipients a person opened for.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter = Counter()
+        self._machines: Counter = Counter()
+        self._readers: Dict[str, set] = {}
 
     def __call__(self, sender: Flask, event: Mapping[str, Any], **extra: Any) -> None:
         if event.get("event") == "Email Opened":
             campaign = (event.get("properties") or {}).get("campaign_id")
             if campaign is not None:
+                machine = event.get("context", {}).get("pixel", {}).get("machine", False)
+                reader = event.get("userId") or event.get("anonymousId")
                 with self._lock:
                     self._counts[str(campaign)] += 1
+                    if machine:
+                        self._machines[str(campaign)] += 1
+                    else:
+                        self._readers.setdefault(str(campaign), set()).add(reader)
 
     def counts(self) -> Dict[str, int]:
+        """All opens per campaign."""
         with self._lock:
             return dict(self._counts)
+
+    def breakdown(self) -> Dict[str, Dict[str, int]]:
+        """Per campaign: opens by ``people``, by ``machines``, and ``unique`` opens by people."""
+        with self._lock:
+            return {
+                campaign: {
+                    "people": total - self._machines[campaign],
+                    "machines": self._machines[campaign],
+                    "unique": len(self._readers.get(campaign, ())),
+                }
+                for campaign, total in self._counts.items()
+            }
 
 
 def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
@@ -94,11 +123,15 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
 
     @app.get("/stats")
     def stats() -> str:
-        return render_template("stats.html", counts=counter.counts(), campaigns=CAMPAIGNS)
+        return render_template("stats.html", counts=counter.counts(), breakdown=counter.breakdown(), campaigns=CAMPAIGNS)
 
     @app.get("/stats.json")
     def stats_json() -> Any:
         return jsonify(counter.counts())
+
+    @app.get("/stats/opens.json")
+    def opens_json() -> Any:
+        return jsonify(counter.breakdown())
 
     @app.cli.command("render-email")
     @click.argument("campaign")

@@ -82,6 +82,11 @@ def test_defaults() -> None:
         "cache_buster": True,
         "user_resolver": None,
         "user_traits": None,
+        "machine_events": "keep",
+        "dedup": None,
+        "ip": "full",
+        "privacy_signals": "anonymize",
+        "dnt": False,
     }
     # With no PIXEL_WRITE_KEY and no PIXEL_WRITE_KEYS, any key is accepted.
     app.test_client().get("/v1/pixel/track?wk=anything&e=E&uid=u1")

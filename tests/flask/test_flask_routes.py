@@ -57,7 +57,9 @@ def test_get_records_one_event_with_the_request_context(app: Flask, pixel_sink: 
     (event,) = pixel_sink.events
     assert event["type"] == "track" and event["event"] == "Email Opened" and event["userId"] == "u1"
     assert event["properties"] == {"campaign_id": 7}
-    assert event["context"] == {"ip": "203.0.113.9", "userAgent": "Mozilla/5.0 test"}
+    assert event["context"] == {
+        "ip": "203.0.113.9", "userAgent": "Mozilla/5.0 test", "pixel": {"agent": "browser", "machine": False}
+    }
     assert WRITE_KEY not in repr(event)
 
 
