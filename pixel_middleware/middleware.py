@@ -7,9 +7,10 @@ of the app one dict lookup and a suffix check per request.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Collection, Iterable, Optional
 
 from .collector import Collector, WriteKeys
+from .signing import Key
 from .dialects import DialectSpec
 from .sinks import SinkSpec
 
@@ -31,6 +32,12 @@ class PixelMiddleware:
         any key, though a request must still carry one.
     :param prefix: mount the vendor routes under this path.
     :param sender: the sender of the signals (default: this middleware).
+    :param signing_key: verify signed URLs (``sig``) with this key;
+        ``signing_key_fallbacks`` are older keys still accepted,
+        ``require_signature`` rejects unsigned URLs, ``signature_max_age``
+        (seconds) rejects old ones.
+    :param click_allowed_hosts: hosts ``/v1/click`` redirects to without a
+        valid signature (``*.example.com`` for subdomains).
 
     GET records the event; HEAD gets the same headers and records nothing
     (link checkers and prefetchers use it); other methods get 405. Every
@@ -46,10 +53,24 @@ class PixelMiddleware:
         write_keys: WriteKeys = None,
         prefix: str = "",
         sender: Any = None,
+        signing_key: Optional[Key] = None,
+        signing_key_fallbacks: Iterable[Key] = (),
+        require_signature: bool = False,
+        signature_max_age: Optional[float] = None,
+        click_allowed_hosts: Optional[Collection[str]] = None,
     ) -> None:
         self.app = app if app is not None else _not_found
         self.collector = Collector(
-            sink=sink, dialects=dialects, write_keys=write_keys, prefix=prefix, sender=sender or self
+            sink=sink,
+            dialects=dialects,
+            write_keys=write_keys,
+            prefix=prefix,
+            sender=sender or self,
+            signing_key=signing_key,
+            signing_key_fallbacks=signing_key_fallbacks,
+            require_signature=require_signature,
+            signature_max_age=signature_max_age,
+            click_allowed_hosts=click_allowed_hosts,
         )
         self._match = self.collector.match
         self._respond = self.collector.respond
