@@ -59,7 +59,7 @@ def sign_pairs(key: Key, path: str, pairs: Sequence[Tuple[str, str]]) -> str:
     for name, value in pairs:
         params.setdefault(name, value)
     value = _canonical(path, params)
-    return _signer(key).sign(value).decode("ascii")[len(value.encode("utf-8")) + 1 :]
+    return _signer(key).sign(value)[len(value.encode("utf-8")) + 1 :].decode("ascii")
 
 
 class Verifier:
