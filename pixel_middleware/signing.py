@@ -39,12 +39,9 @@ Key = Union[str, bytes]
 
 def _canonical(path: str, params: Mapping[str, str]) -> str:
     """Path and parameters as one unambiguous string: each part length-prefixed, names sorted."""
-    parts = [f"{len(path)}:{path}"]
-    for name in sorted(params):
-        if name not in UNSIGNED:
-            value = params[name]
-            parts.append(f"{len(name)}:{name}{len(value)}:{value}")
-    return "".join(parts)
+    return f"{len(path)}:{path}" + "".join(
+        [f"{len(name)}:{name}{len(value)}:{value}" for name, value in sorted(params.items()) if name not in UNSIGNED]
+    )
 
 
 def _signer(key: Key, fallbacks: Iterable[Key] = ()) -> TimestampSigner:
