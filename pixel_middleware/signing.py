@@ -45,7 +45,7 @@ def _canonical(path: str, params: Mapping[str, str]) -> str:
 
 
 def _signer(key: Key, fallbacks: Iterable[Key] = ()) -> TimestampSigner:
-    # itsdangerous signs with the last key and accepts any; newest first is tried first.
+    # itsdangerous signs with the last key of the list; the fallbacks come before it, oldest first.
     keys = [*reversed(list(fallbacks)), key]
     return TimestampSigner(keys, salt=SALT, digest_method=hashlib.sha256)
 
@@ -65,7 +65,8 @@ class Verifier:
     Built once per collector. itsdangerous derives the HMAC key from the
     secret and the salt on every ``unsign`` call; here each key is derived
     once, and a request costs one HMAC per key tried (newest first) through
-    the signer's own algorithm, plus decoding the timestamp. URLs are made
+    the signer's own algorithm (the timestamp is decoded only when an age
+    limit is set). URLs are made
     by :class:`~itsdangerous.TimestampSigner` (:func:`sign_pairs`), so the
     format is exactly itsdangerous' own.
     """

@@ -15,7 +15,8 @@ from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlencode
 
 from .dialects import DialectSpec, get_dialect
-from .clicks import CLICK_EVENT
+from .dialects.base import Pairs
+from .clicks import CLICK_EVENT, target_host
 from .events import MAX_QUERY_BYTES, Event, parse_timestamp
 from .signing import Key, sign_pairs
 
@@ -110,8 +111,6 @@ def build_click_url(
 
     Click URLs carry no cache buster: each click is a new request anyway.
     """
-    from .clicks import target_host
-
     if target_host(target_url) is None:
         raise ValueError("the click target must be an absolute http(s) URL the click route will follow")
     fields: Event = {"type": "track", "event": event}
@@ -127,7 +126,7 @@ def build_click_url(
     return _finish(base_url, "/v1/click", pairs, False, signing_key)
 
 
-def _finish(base_url: str, path: str, pairs: list, cache_buster: Union[bool, str], signing_key: Optional[Key]) -> str:
+def _finish(base_url: str, path: str, pairs: Pairs, cache_buster: Union[bool, str], signing_key: Optional[Key]) -> str:
     if signing_key:
         pairs.append(("sig", sign_pairs(signing_key, path, pairs)))
     if cache_buster:
