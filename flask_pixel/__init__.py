@@ -36,11 +36,14 @@ from jinja2 import Undefined
 from markupsafe import Markup, escape
 from werkzeug.routing import Rule
 
-from pixel_middleware import Collector, build_pixel_url
+from pixel_middleware import Collector, build_click_url, build_pixel_url
+from pixel_middleware.clicks import CLICK_EVENT
 from pixel_middleware.collector import Match, Route
 from pixel_middleware.dialects import get_dialect
 
-__all__ = ["Pixel", "PixelState", "amp_pixel", "pixel_tag", "pixel_url", "user_id"]
+from .links import rewrite_links
+
+__all__ = ["Pixel", "PixelState", "amp_pixel", "click_url", "pixel_tag", "pixel_url", "track_links", "user_id"]
 
 #: Every setting: option name -> (config key, default).
 SETTINGS: Dict[str, Tuple[str, Any]] = {
@@ -54,6 +57,11 @@ SETTINGS: Dict[str, Tuple[str, Any]] = {
     "cache_buster": ("PIXEL_CACHE_BUSTER", True),
     "user_resolver": ("PIXEL_USER_RESOLVER", None),
     "user_traits": ("PIXEL_USER_TRAITS", None),
+    "signing_key": ("PIXEL_SIGNING_KEY", None),
+    "signing_key_fallbacks": ("PIXEL_SIGNING_KEY_FALLBACKS", None),
+    "require_signature": ("PIXEL_REQUIRE_SIGNATURE", False),
+    "signature_max_age": ("PIXEL_SIGNATURE_MAX_AGE", None),
+    "click_allowed_hosts": ("PIXEL_CLICK_ALLOWED_HOSTS", None),
     "machine_events": ("PIXEL_MACHINE_EVENTS", "keep"),
     "dedup": ("PIXEL_DEDUP", None),
     "ip": ("PIXEL_IP", "full"),
@@ -166,12 +174,21 @@ class PixelState:
             write_keys = [write_key]
         if write_key and write_keys is not None and not callable(write_keys) and write_key not in write_keys:
             raise ValueError("PIXEL_WRITE_KEY is not among PIXEL_WRITE_KEYS: every URL the app builds would be rejected")
+        self.signing_key, fallbacks = _signing_keys(app, settings)
+        hosts = settings["click_allowed_hosts"]
+        if isinstance(hosts, str):
+            hosts = [host.strip() for host in hosts.split(",") if host.strip()]
         self.collector = Collector(
             sink=settings["sink"],
             dialects=settings["dialects"],
             write_keys=write_keys,
             prefix=prefix,
             sender=app,
+            signing_key=self.signing_key,
+            signing_key_fallbacks=fallbacks,
+            require_signature=bool(settings["require_signature"]),
+            signature_max_age=settings["signature_max_age"],
+            click_allowed_hosts=hosts,
             machine_events=settings["machine_events"],
             dedup=settings["dedup"],
             ip=settings["ip"],
@@ -195,15 +212,19 @@ class PixelState:
     def base_url(self) -> str:
         """Where clients reach this app's pixel routes, with the prefix.
 
-        From the current request when there is one for this app (so a page
-        gets its own host, as its client saw it), else ``PIXEL_BASE_URL``,
-        else ``PREFERRED_URL_SCHEME://SERVER_NAME`` + ``APPLICATION_ROOT``.
+        ``PIXEL_BASE_URL`` when set, even inside a request: an email built
+        while handling a request (an admin sending a newsletter, a password
+        reset form) must not get that request's ``Host`` header, which may
+        be an internal name or one an attacker chose. Else the current
+        request's root when there is one for this app (so a page gets its
+        own host, as its client saw it), else
+        ``PREFERRED_URL_SCHEME://SERVER_NAME`` + ``APPLICATION_ROOT``.
         """
-        if has_request_context() and current_app._get_current_object() is self.app:  # type: ignore[attr-defined]
-            return request.url_root.rstrip("/") + self.prefix
         base = self.settings["base_url"]
         if base:
             return str(base).rstrip("/") + self.prefix
+        if has_request_context() and current_app._get_current_object() is self.app:  # type: ignore[attr-defined]
+            return request.url_root.rstrip("/") + self.prefix
         config = self.app.config
         server = config.get("SERVER_NAME")
         if server:
@@ -225,10 +246,14 @@ class PixelState:
         """
         return self._build(event, user, type, properties, amp=False)
 
-    def _build(self, event: Any, user: Any, type: str, properties: Mapping[str, Any], amp: bool) -> str:
+    def _write_key(self) -> str:
         write_key = self.settings["write_key"]
         if not write_key:
             raise RuntimeError("set PIXEL_WRITE_KEY: pixel URLs carry the write key the app's routes accept")
+        return write_key
+
+    def _build(self, event: Any, user: Any, type: str, properties: Mapping[str, Any], amp: bool) -> str:
+        write_key = self._write_key()
         event = _plain(event)
         if type == "track" and not event:
             # The routes would drop it (missing_event): better to fail where the mistake is.
@@ -245,7 +270,37 @@ class PixelState:
             write_key=write_key,
             dialect=self.url_dialect,
             cache_buster=self._cache_buster(amp),
+            signing_key=self.signing_key,
         )
+
+    def click_url(self, url: str, user: Any = None, event: str = CLICK_EVENT, **properties: Any) -> str:
+        """An absolute click URL: records ``event`` for ``user`` and redirects to ``url``.
+
+        Signed when the app has a signing key (``PIXEL_SIGNING_KEY``, by
+        default from ``SECRET_KEY``); without one, ``url``'s host must be in
+        ``PIXEL_CLICK_ALLOWED_HOSTS`` or the click route refuses it.
+        """
+        uid = (self.settings["user_resolver"] or user_id)(user)
+        props = {k: v for k, v in _plain(properties).items() if v is not None}
+        return build_click_url(
+            self.base_url(),
+            str(url),
+            _plain(event) or CLICK_EVENT,
+            user_id=None if uid is None else str(uid),
+            properties=props or None,
+            write_key=self._write_key(),
+            signing_key=self.signing_key,
+        )
+
+    def track_links(self, html: Any, user: Any = None, **properties: Any) -> Markup:
+        """``html`` (an email body) with every ``http(s)`` link turned into a :meth:`click_url`.
+
+        ``mailto:``, ``tel:``, fragment and relative links, and links with
+        a ``data-pixel-skip`` attribute, stay as they are; so does the rest
+        of the HTML. The result is :class:`~markupsafe.Markup`: ``html`` is
+        taken to be HTML already, as an email body is.
+        """
+        return Markup(rewrite_links(str(html), lambda href: self.click_url(href, user, **properties)))
 
     def _cache_buster(self, amp: bool = False) -> Union[bool, str]:
         setting = self.settings["cache_buster"]
@@ -310,7 +365,9 @@ class Pixel:
         named as the key without ``PIXEL_`` in lower case (``sink``,
         ``write_keys``, ``write_key``, ``url_dialect``, ``base_url``,
         ``dialects``, ``prefix``, ``cache_buster``, ``user_resolver``,
-        ``user_traits``); see :meth:`init_app` for each.
+        ``user_traits``, ``signing_key``, ``signing_key_fallbacks``,
+        ``require_signature``, ``signature_max_age``,
+        ``click_allowed_hosts``); see :meth:`init_app` for each.
 
     The extension keeps no app: each app's state is in
     ``app.extensions["pixel"]`` (a :class:`PixelState`), so one ``Pixel``
@@ -350,8 +407,9 @@ class Pixel:
             the dialect of built URLs; must be among ``PIXEL_DIALECTS``.
         ``PIXEL_BASE_URL`` (``None``)
             the app's external root URL (``https://example.com``), used for
-            URLs built outside a request; else ``SERVER_NAME`` with
-            ``PREFERRED_URL_SCHEME`` and ``APPLICATION_ROOT``.
+            every built URL, also inside a request (never the request's
+            ``Host``); unset, the request's root inside a request, else
+            ``SERVER_NAME`` with ``PREFERRED_URL_SCHEME`` and ``APPLICATION_ROOT``.
         ``PIXEL_DIALECTS`` (``None``: all built in)
             names (or :class:`~pixel_middleware.Dialect` objects) of the
             dialects whose routes are registered.
@@ -366,6 +424,20 @@ class Pixel:
             the event's traits (a list or a comma-separated string), or a
             callable ``user -> mapping``. Off by
             default, since traits in a URL travel wherever the email does.
+        ``PIXEL_SIGNING_KEY`` (``None``: the app's ``SECRET_KEY``)
+            sign every built URL and verify ``sig`` on the routes, with a
+            salt of its own (a pixel signature never passes as a session
+            cookie's, nor the reverse). ``False`` turns signing off.
+        ``PIXEL_SIGNING_KEY_FALLBACKS`` (``None``)
+            older keys still accepted (rotation); when the key is the
+            ``SECRET_KEY``, ``SECRET_KEY_FALLBACKS`` by default.
+        ``PIXEL_REQUIRE_SIGNATURE`` (``False``)
+            reject unsigned pixel URLs (``missing_signature``).
+        ``PIXEL_SIGNATURE_MAX_AGE`` (``None``)
+            reject URLs signed longer ago than this many seconds.
+        ``PIXEL_CLICK_ALLOWED_HOSTS`` (``None``)
+            hosts the click route redirects to without a signature (a list
+            or a comma-separated string; ``*.example.com`` for subdomains).
         ``PIXEL_MACHINE_EVENTS`` (``"keep"``)
             ``"keep"`` records fetches by machines (Apple MPP, bots,
             prefetch, link scanners) flagged ``context.pixel.machine``;
@@ -403,6 +475,8 @@ class Pixel:
         app.add_template_global(state.pixel_url, "pixel_url")
         app.add_template_global(state.pixel_tag, "pixel_tag")
         app.add_template_global(state.amp_pixel, "amp_pixel")
+        app.add_template_global(state.click_url, "click_url")
+        app.add_template_filter(state.track_links, "track_links")
         return state
 
     @staticmethod
@@ -413,6 +487,18 @@ class Pixel:
             return app.extensions["pixel"]
         except KeyError:
             raise RuntimeError("this app has no Pixel extension: call Pixel(app) or pixel.init_app(app)") from None
+
+
+def _signing_keys(app: Flask, settings: Mapping[str, Any]) -> Tuple[Any, Sequence[Any]]:
+    """``PIXEL_SIGNING_KEY`` and its fallbacks, defaulting to ``SECRET_KEY`` as Flask's extensions do."""
+    key, fallbacks = settings["signing_key"], settings["signing_key_fallbacks"]
+    if key is False:
+        return None, ()
+    if key is None:
+        key = app.config.get("SECRET_KEY")
+        if fallbacks is None:
+            fallbacks = app.config.get("SECRET_KEY_FALLBACKS")
+    return key or None, tuple(fallbacks or ())
 
 
 def pixel_url(event: Optional[str] = None, user: Any = None, *, type: str = "track", **properties: Any) -> str:
@@ -428,3 +514,13 @@ def pixel_tag(event: Optional[str] = None, user: Any = None, *, type: str = "tra
 def amp_pixel(event: Optional[str] = None, user: Any = None, *, type: str = "track", **properties: Any) -> Markup:
     """The current app's ``amp_pixel`` template helper, for Python code (needs an app context)."""
     return Pixel.state().amp_pixel(event, user, type=type, **properties)
+
+
+def click_url(url: str, user: Any = None, event: str = CLICK_EVENT, **properties: Any) -> str:
+    """The current app's ``click_url`` template helper, for Python code (needs an app context)."""
+    return Pixel.state().click_url(url, user, event, **properties)
+
+
+def track_links(html: Any, user: Any = None, **properties: Any) -> Markup:
+    """The current app's ``track_links`` template filter, for Python code (needs an app context)."""
+    return Pixel.state().track_links(html, user, **properties)

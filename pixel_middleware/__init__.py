@@ -14,7 +14,7 @@ from .events import DecodeError
 from .middleware import PixelMiddleware
 from .signals import event_received, event_rejected
 from .sinks import FanoutSink, LogSink, MemorySink, Sink, sink_from_url
-from .urls import PixelUrlWarning, build_pixel_url
+from .urls import PixelUrlWarning, build_click_url, build_pixel_url
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
     "PixelMiddleware",
     "PixelUrlWarning",
     "Sink",
+    "build_click_url",
     "build_pixel_url",
     "event_received",
     "event_rejected",

@@ -15,11 +15,13 @@ from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, Nam
 
 from .agents import AgentStep
 from .dedup import dedup_step
+from . import clicks
 from .dialects import Dialect, DialectSpec, get_dialects
 from .events import DecodeError, Event, enrich, now, parse_query
 from .gif import respond
 from .privacy import PrivacyStep
 from .signals import event_received, event_rejected, send_safely
+from .signing import Key, Verifier
 from .sinks import SinkSpec, resolve_sink
 
 _log = logging.getLogger("pixel_middleware")
@@ -100,6 +102,16 @@ class Collector:
         ``/t/v1/pixel/track``).
     :param sender: the sender of the signals; ``PixelMiddleware`` passes
         itself, :mod:`flask_pixel` the Flask app.
+    :param signing_key: verify a URL's ``sig`` with this key (see
+        :mod:`pixel_middleware.signing`); accepted events then carry
+        ``context.pixel.signed``. Invalid signatures are rejected
+        (``bad_signature``).
+    :param signing_key_fallbacks: older keys still accepted (key rotation).
+    :param require_signature: reject unsigned URLs (``missing_signature``).
+    :param signature_max_age: reject URLs signed longer ago than this many
+        seconds (``signature_expired``).
+    :param click_allowed_hosts: hosts the click route redirects to even
+        without a valid signature; ``*.example.com`` allows its subdomains.
     :param machine_events: ``"keep"`` records fetches by machines (Apple MPP,
         bots, prefetch, link scanners) flagged ``context.pixel.machine``;
         ``"drop"`` rejects them (reason ``machine``). See :mod:`.agents`.
@@ -119,6 +131,11 @@ class Collector:
         write_keys: WriteKeys = None,
         prefix: str = "",
         sender: Any = None,
+        signing_key: Optional[Key] = None,
+        signing_key_fallbacks: Iterable[Key] = (),
+        require_signature: bool = False,
+        signature_max_age: Optional[float] = None,
+        click_allowed_hosts: Optional[Collection[str]] = None,
         machine_events: str = "keep",
         dedup: Union[None, float, str] = None,
         ip: str = "full",
@@ -141,7 +158,21 @@ class Collector:
         self.rejections: Counter = Counter()
         self._count_lock = threading.Lock()
         #: The steps every decoded event passes, in order, after enrichment.
-        self._steps: Tuple[Step, ...] = (AgentStep(machine_events),)
+        self._steps: Tuple[Step, ...] = ()
+        self._verifier: Optional[Verifier] = None
+        if signing_key:
+            self._verifier = Verifier(
+                signing_key,
+                signing_key_fallbacks,
+                prefix=self.prefix,
+                required=require_signature,
+                max_age=signature_max_age,
+            )
+            self._steps += (self._verifier,)  # first, as DESIGN.md orders the steps
+        elif require_signature:
+            raise ValueError("require_signature needs a signing_key to check signatures with")
+        self._click_hosts = clicks.allowed_hosts(click_allowed_hosts)
+        self._steps += (AgentStep(machine_events),)
         if ip != "full" or privacy_signals != "ignore" or dnt:
             self._steps += (PrivacyStep(ip, privacy_signals, dnt),)
         if dedup is not None:
@@ -172,8 +203,12 @@ class Collector:
         """Answer a request on a pixel route as WSGI does; every adapter answers through this.
 
         GET records the event; HEAD gets the same headers and records nothing;
-        other methods get 405.
+        other methods get 405. The click route answers a 302 to its target
+        instead of the GIF, or a 400 when the target is not safe to follow
+        (see :mod:`pixel_middleware.clicks`).
         """
+        if match.route.values.get("click") == "1":
+            return clicks.answer(self, environ, match, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
         if method == "GET":
             self.collect(environ, match)

@@ -7,9 +7,10 @@ of the app one dict lookup and a suffix check per request.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Collection, Iterable, Optional, Union
 
 from .collector import Collector, WriteKeys
+from .signing import Key
 from .dialects import DialectSpec
 from .sinks import SinkSpec
 
@@ -31,6 +32,12 @@ class PixelMiddleware:
         any key, though a request must still carry one.
     :param prefix: mount the vendor routes under this path.
     :param sender: the sender of the signals (default: this middleware).
+    :param signing_key: verify signed URLs (``sig``) with this key;
+        ``signing_key_fallbacks`` are older keys still accepted,
+        ``require_signature`` rejects unsigned URLs, ``signature_max_age``
+        (seconds) rejects old ones.
+    :param click_allowed_hosts: hosts ``/v1/click`` redirects to without a
+        valid signature (``*.example.com`` for subdomains).
     :param machine_events: ``"keep"`` (default) records machine fetches
         flagged ``context.pixel.machine``; ``"drop"`` rejects them.
     :param dedup: ``None`` (default), seconds, or a ``redis://`` URL: one
@@ -54,6 +61,11 @@ class PixelMiddleware:
         write_keys: WriteKeys = None,
         prefix: str = "",
         sender: Any = None,
+        signing_key: Optional[Key] = None,
+        signing_key_fallbacks: Iterable[Key] = (),
+        require_signature: bool = False,
+        signature_max_age: Optional[float] = None,
+        click_allowed_hosts: Optional[Collection[str]] = None,
         machine_events: str = "keep",
         dedup: Union[None, float, str] = None,
         ip: str = "full",
@@ -62,8 +74,21 @@ class PixelMiddleware:
     ) -> None:
         self.app = app if app is not None else _not_found
         self.collector = Collector(
-            sink=sink, dialects=dialects, write_keys=write_keys, prefix=prefix, sender=sender or self,
-            machine_events=machine_events, dedup=dedup, ip=ip, privacy_signals=privacy_signals, dnt=dnt,
+            sink=sink,
+            dialects=dialects,
+            write_keys=write_keys,
+            prefix=prefix,
+            sender=sender or self,
+            signing_key=signing_key,
+            signing_key_fallbacks=signing_key_fallbacks,
+            require_signature=require_signature,
+            signature_max_age=signature_max_age,
+            click_allowed_hosts=click_allowed_hosts,
+            machine_events=machine_events,
+            dedup=dedup,
+            ip=ip,
+            privacy_signals=privacy_signals,
+            dnt=dnt,
         )
         self._match = self.collector.match
         self._respond = self.collector.respond

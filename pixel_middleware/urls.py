@@ -15,7 +15,10 @@ from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlencode
 
 from .dialects import DialectSpec, get_dialect
+from .dialects.base import Pairs
+from .clicks import CLICK_EVENT, target_host
 from .events import MAX_QUERY_BYTES, Event, parse_timestamp
+from .signing import Key, sign_pairs
 
 #: Longest URL that email clients and browsers are known to keep intact.
 URL_WARN_LENGTH = 2000
@@ -50,6 +53,7 @@ def build_pixel_url(
     write_key: Optional[str] = None,
     dialect: DialectSpec = "compact",
     cache_buster: Union[bool, str] = True,
+    signing_key: Optional[Key] = None,
 ) -> str:
     """A pixel URL that records one event when fetched.
 
@@ -61,6 +65,8 @@ def build_pixel_url(
     :param dialect: the URL format; ``compact`` gives the shortest URLs.
     :param cache_buster: add a random ``cb`` parameter (or this string), so
         that no client or proxy answers a second open from its cache.
+    :param signing_key: sign the URL (a ``sig`` parameter) with this key, so
+        that a collector holding the key detects any change to it.
 
     Warns with :class:`PixelUrlWarning` past 2,000 characters; raises
     :class:`ValueError` past the collector's 32 KB query limit.
@@ -82,6 +88,47 @@ def build_pixel_url(
     if timestamp is not None:
         fields["timestamp"] = _timestamp(timestamp)
     path, pairs = get_dialect(dialect).encode(fields, write_key)
+    return _finish(base_url, path, pairs, cache_buster, signing_key)
+
+
+def build_click_url(
+    base_url: str,
+    target_url: str,
+    event: str = CLICK_EVENT,
+    *,
+    user_id: Optional[str] = None,
+    anonymous_id: Optional[str] = None,
+    properties: Optional[Mapping[str, Any]] = None,
+    write_key: Optional[str] = None,
+    signing_key: Optional[Key] = None,
+    message_id: Optional[str] = None,
+) -> str:
+    """A click URL: fetching it records ``event`` (``properties.link_url`` = the target) and redirects there.
+
+    :param target_url: where the click leads; an absolute ``http``/``https``
+        URL. The collector follows it only when the URL is signed (pass
+        ``signing_key``) or the target's host is in its ``click_allowed_hosts``.
+
+    Click URLs carry no cache buster: each click is a new request anyway.
+    """
+    if target_host(target_url) is None:
+        raise ValueError("the click target must be an absolute http(s) URL the click route will follow")
+    fields: Event = {"type": "track", "event": event}
+    for key, value in (("userId", user_id), ("anonymousId", anonymous_id), ("messageId", message_id)):
+        if value is not None:
+            fields[key] = value
+    if properties:
+        fields["properties"] = properties
+    _, pairs = get_dialect("compact").encode(fields, write_key)
+    if event == CLICK_EVENT:
+        pairs = [pair for pair in pairs if pair[0] != "e"]  # the route's default: a shorter URL
+    pairs.append(("url", target_url))
+    return _finish(base_url, "/v1/click", pairs, False, signing_key)
+
+
+def _finish(base_url: str, path: str, pairs: Pairs, cache_buster: Union[bool, str], signing_key: Optional[Key]) -> str:
+    if signing_key:
+        pairs.append(("sig", sign_pairs(signing_key, path, pairs)))
     if cache_buster:
         pairs.append(("cb", cache_buster if isinstance(cache_buster, str) else secrets.token_hex(4)))
     query = urlencode(pairs)
@@ -92,9 +139,9 @@ def build_pixel_url(
         warnings.warn(
             f"pixel URL is {len(url)} characters; some email clients cut URLs past {URL_WARN_LENGTH}",
             PixelUrlWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return url
 
 
-__all__ = ["PixelUrlWarning", "build_pixel_url"]
+__all__ = ["PixelUrlWarning", "build_click_url", "build_pixel_url"]

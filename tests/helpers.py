@@ -44,9 +44,13 @@ class Process:
         self.proc = subprocess.Popen(
             argv,
             cwd=ROOT,
-            # A script (an example) imports this checkout's packages, not an installed copy.
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **(env or {})},
+            # This checkout's packages first, also for scripts (examples), whose sys.path[0] is their own folder.
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                **(env or {}),
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

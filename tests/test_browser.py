@@ -1,4 +1,5 @@
-"""A real browser opens the Flask example's email preview, and its pixel request becomes the event.
+"""A real browser opens the Flask example's email preview, and its pixel request becomes the event;
+it follows the email's tracked link to the shop's page, and the click becomes an event.
 
 Headless Chromium (Debian's ``chromium``) loads the page from a live loopback
 server with ``--dump-dom``, which returns after the load event, that is after
@@ -7,6 +8,7 @@ under CI (``CI`` set), where a missing browser is a failure.
 """
 from __future__ import annotations
 
+import html
 import importlib.util
 import os
 import re
@@ -21,6 +23,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from pixel_middleware import MemorySink, event_received
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_FLAGS = [
@@ -67,12 +70,15 @@ def load_example():  # type: ignore[no-untyped-def]
 def live_example() -> Iterator[tuple]:
     """The Flask example on a loopback port in a thread, with a memory sink; shut down afterwards."""
     sink = MemorySink()
-    app = load_example().create_app({"PIXEL_SINK": sink, "PIXEL_WRITE_KEY": "browser-key"})
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # PIXEL_BASE_URL wins over the request's host, so the example must be told where it listens.
+    app = load_example().create_app({"PIXEL_SINK": sink, "PIXEL_WRITE_KEY": "browser-key", "PIXEL_BASE_URL": base})
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield app, sink, f"http://127.0.0.1:{server.server_port}"
+        yield app, sink, base
     finally:
         server.shutdown()
         server.server_close()
@@ -106,3 +112,31 @@ def test_chromium_loads_the_email_preview_and_its_pixel_is_recorded(
     assert event["context"]["ip"] == "127.0.0.1"
     assert received == [app]
     assert app.extensions["open_counter"].counts() == {"welcome": 1}
+
+
+def test_chromium_follows_a_tracked_link_to_its_page_and_the_click_is_recorded(
+    chromium: str, live_example: tuple, tmp_path: Path
+) -> None:
+    app, sink, base = live_example
+
+    def dump(url: str) -> str:
+        result = subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    preview = dump(f"{base}/emails/spring-sale/preview?user=u-1001")
+    link = re.search(r'<a href="([^"]+)" id="cta"', preview)
+    assert link, preview
+    click = html.unescape(link.group(1))
+    assert click.startswith(f"{base}/v1/click?") and "&sig=" in click
+    landed = dump(click)  # Chromium follows the 302 and renders the target page
+    assert '<h1 id="landed">Shop: sale</h1>' in landed, landed
+    (clicked,) = [event for event in sink.events if event["event"] == "Email Link Clicked"]
+    assert clicked["userId"] == "u-1001" and clicked["context"]["pixel"]["signed"] is True
+    assert clicked["properties"] == {"campaign_id": "spring-sale", "link_url": f"{base}/shop/sale"}
+    assert "HeadlessChrome/" in clicked["context"]["userAgent"]

@@ -74,7 +74,7 @@ def test_flask_example(start: Callable[..., Process]) -> None:
     )
     status, headers, page = server.get("/emails/spring-sale/preview?user=u-1002")
     assert status == 200 and b"Spring sale" in page
-    pixel = html.unescape(re.search(rb'<img src="([^"]+)"', page).group(1).decode())
+    pixel = html.unescape(re.search(rb'<img src="([^"]+/v1/pixel/track[^"]+)"', page).group(1).decode())
     assert pixel.startswith(f"http://127.0.0.1:{port}/v1/pixel/track?wk=demo-key&e=Email+Opened&")
     path = pixel.split(str(port), 1)[1]
     for _ in range(2):
@@ -89,3 +89,11 @@ def test_flask_example(start: Callable[..., Process]) -> None:
     assert b'id="machines-spring-sale">1<' in page and b'id="unique-spring-sale">1<' in page
     opened = json.loads(server.wait_for(event_lines(server, "Email Opened")))
     assert opened["userId"] == "u-1002" and opened["properties"] == {"campaign_id": "spring-sale"}
+    # The newsletter's call to action is a signed click URL; following it lands on the shop's page.
+    cta = html.unescape(re.search(rb'<a href="([^"]+)" id="cta"', page).group(1).decode())
+    assert cta.startswith(f"http://127.0.0.1:{port}/v1/click?") and "&sig=" in cta
+    status, _, landed = server.get(cta.split(str(port), 1)[1])
+    assert status == 200 and b"Shop: sale" in landed
+    clicked = json.loads(server.wait_for(event_lines(server, "Email Link Clicked")))
+    assert clicked["userId"] == "u-1002" and clicked["context"]["pixel"]["signed"] is True
+    assert clicked["properties"] == {"campaign_id": "spring-sale", "link_url": f"http://127.0.0.1:{port}/shop/sale"}

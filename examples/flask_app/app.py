@@ -12,7 +12,10 @@ nothing set, events are logged as JSON lines on stderr.
 What it shows:
 
 * ``/emails/<campaign>/preview`` renders an email with ``pixel_tag``; loading
-  it in a browser fetches the pixel, as a mail client would.
+  it in a browser fetches the pixel, as a mail client would. Its newsletter
+  body goes through ``track_links``: each web link becomes a signed click URL
+  (signed with ``SECRET_KEY``) that records ``Email Link Clicked`` and
+  redirects to the shop's page, ``/shop/...``.
 * a receiver of ``event_received`` counts opens per campaign, shown on
   ``/stats`` (and ``/stats.json``): opens by people and by machines (Apple
   Mail Privacy Protection, bots, prefetch: ``context.pixel.machine``)
@@ -45,8 +48,10 @@ USERS: Dict[str, Dict[str, str]] = {
 }
 
 #: Settings read from the environment when set there (the same names as the config keys).
-ENVIRONMENT_KEYS = ("PIXEL_SINK", "PIXEL_WRITE_KEY", "PIXEL_WRITE_KEYS", "PIXEL_BASE_URL", "PIXEL_URL_DIALECT",
-                    "PIXEL_MACHINE_EVENTS", "PIXEL_DEDUP", "PIXEL_IP", "PIXEL_PRIVACY_SIGNALS")
+ENVIRONMENT_KEYS = (
+    "PIXEL_SINK", "PIXEL_WRITE_KEY", "PIXEL_WRITE_KEYS", "PIXEL_BASE_URL", "PIXEL_URL_DIALECT", "SECRET_KEY",
+    "PIXEL_MACHINE_EVENTS", "PIXEL_DEDUP", "PIXEL_IP", "PIXEL_PRIVACY_SIGNALS",
+)
 
 pixel = Pixel()
 
@@ -99,7 +104,10 @@ class OpenCounter:
 def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     """The app factory: defaults, then the environment, then ``config`` (tests pass a sink here)."""
     app = Flask(__name__)
-    app.config.update(PIXEL_SINK="log:", PIXEL_WRITE_KEY="demo-key", PIXEL_BASE_URL="http://127.0.0.1:5000")
+    # SECRET_KEY signs the pixel and click URLs too: set a real one (environment) outside a demo.
+    app.config.update(
+        PIXEL_SINK="log:", PIXEL_WRITE_KEY="demo-key", PIXEL_BASE_URL="http://127.0.0.1:5000", SECRET_KEY="demo-only-secret"
+    )
     app.config.update({key: os.environ[key] for key in ENVIRONMENT_KEYS if key in os.environ})
     app.config.update(config or {})
     pixel.init_app(app)
@@ -119,7 +127,20 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
         if campaign not in CAMPAIGNS:
             abort(404)
         user = USERS.get(request.args.get("user", "u-1001"))
-        return render_template("email.html", campaign_id=campaign, campaign=CAMPAIGNS[campaign], user=user)
+        return render_email_html(campaign, user)
+
+    def render_email_html(campaign: str, user: Optional[Mapping[str, str]]) -> str:
+        # The shop's links are absolute, from the configured base URL (never the request's Host).
+        shop_url = app.config["PIXEL_BASE_URL"].rstrip("/") + "/shop"
+        return render_template(
+            "email.html", campaign_id=campaign, campaign=CAMPAIGNS[campaign], user=user, shop_url=shop_url
+        )
+
+    @app.get("/shop/")
+    @app.get("/shop/<path:page>")
+    def shop(page: str = "") -> str:
+        """Where the newsletter's links lead: a stand-in for the shop's own pages."""
+        return render_template("shop.html", page=page)
 
     @app.get("/stats")
     def stats() -> str:
@@ -138,7 +159,7 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     @click.option("--user", default="u-1001")
     def render_email(campaign: str, user: str) -> None:
         """Print a campaign's email as a background job would render it: no request."""
-        click.echo(render_template("email.html", campaign_id=campaign, campaign=CAMPAIGNS[campaign], user=USERS[user]))
+        click.echo(render_email_html(campaign, USERS[user]))
 
     return app
 

@@ -18,7 +18,13 @@ query parameter     canonical event
 ``ts``              ``timestamp``, given in Unix milliseconds
 ``mid``             ``messageId``, for deduplication downstream
 ``cb``              ignored: a cache buster
+``sig``             the signature (:mod:`pixel_middleware.signing`)
+``url``             on ``/v1/click`` only: the link's target, recorded
+                    as ``properties.link_url``
 ==================  ===================================================
+
+``GET /v1/click`` records a track event, ``Email Link Clicked`` unless
+``e`` names another, and redirects to ``url`` (:mod:`pixel_middleware.clicks`).
 
 ``gid``, ``c.*`` and ``e`` as a page name go beyond the gateway document
 this dialect follows, which lists neither a group id nor page names.
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Optional, Tuple
 
+from ..clicks import CLICK_EVENT
 from ..events import Event, epoch_ms, finish, flat_event, parse_timestamp
 from .base import Dialect, Pairs, flat_pairs, require, text
 
@@ -37,7 +44,7 @@ _CONTAINERS = {"p": "properties", "t": "traits", "c": "context"}
 
 class Compact(Dialect):
     name = "compact"
-    routes = {f"/v1/pixel/{t}": {"type": t} for t in _TYPES}
+    routes = {**{f"/v1/pixel/{t}": {"type": t} for t in _TYPES}, "/v1/click": {"type": "track", "click": "1"}}
 
     def claims(self, params: Mapping[str, str]) -> bool:
         return "wk" in params
@@ -46,6 +53,10 @@ class Compact(Dialect):
         event = flat_event(params, _FIELDS, _CONTAINERS)
         type_ = route["type"]
         name = params.get("e")
+        if route.get("click") == "1":
+            name = name or CLICK_EVENT
+            if "url" in params:
+                event.setdefault("properties", {})["link_url"] = params["url"]
         if name:
             event["event" if type_ == "track" else "name"] = name
         if "ts" in params:

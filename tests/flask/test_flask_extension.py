@@ -82,12 +82,18 @@ def test_defaults() -> None:
         "cache_buster": True,
         "user_resolver": None,
         "user_traits": None,
+        "signing_key": None,
+        "signing_key_fallbacks": None,
+        "require_signature": False,
+        "signature_max_age": None,
+        "click_allowed_hosts": None,
         "machine_events": "keep",
         "dedup": None,
         "ip": "full",
         "privacy_signals": "anonymize",
         "dnt": False,
     }
+    assert state.signing_key is None  # no SECRET_KEY either
     # With no PIXEL_WRITE_KEY and no PIXEL_WRITE_KEYS, any key is accepted.
     app.test_client().get("/v1/pixel/track?wk=anything&e=E&uid=u1")
     assert not state.collector.rejections

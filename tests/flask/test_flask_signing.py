@@ -1,0 +1,217 @@
+"""Signing and clicks in Flask: keys from SECRET_KEY, click_url, track_links, and PIXEL_BASE_URL over the Host header."""
+from __future__ import annotations
+
+import html
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Callable, List, Tuple
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from flask import Flask, render_template_string
+from markupsafe import Markup
+
+import flask_pixel
+from conftest import WRITE_KEY, src_of
+from pixel_middleware import MemorySink, build_pixel_url
+from pixel_middleware.signing import _canonical
+
+EXAMPLE_TEMPLATES = Path(__file__).resolve().parents[2] / "examples" / "flask_app" / "templates"
+
+
+def get(app: Flask, url: str):  # type: ignore[no-untyped-def]
+    parts = urlsplit(url)
+    return app.test_client().get(parts.path, query_string=parts.query, base_url=f"{parts.scheme}://{parts.netloc}")
+
+
+def test_secret_key_signs_by_default(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
+    app = make_app(SECRET_KEY="flask-secret", PIXEL_BASE_URL="https://mail.example", PIXEL_REQUIRE_SIGNATURE=True)
+    with app.app_context():
+        url = flask_pixel.pixel_url("Email Opened", "u1")
+    assert "&sig=" in url
+    get(app, url)
+    assert pixel_sink.events[0]["context"]["pixel"]["signed"] is True
+    get(app, url.replace("uid=u1", "uid=u2"))
+    assert len(pixel_sink.events) == 1
+    assert app.extensions["pixel"].collector.rejections == {"bad_signature": 1}
+
+
+def test_a_session_cookie_signature_is_no_pixel_signature(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
+    # Flask's session serializer signs with the same SECRET_KEY but its own salt; what it signs never verifies here.
+    app = make_app(SECRET_KEY="flask-secret", PIXEL_BASE_URL="https://mail.example")
+    serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
+    url = build_pixel_url("https://mail.example", "E", user_id="u1", write_key=WRITE_KEY, cache_buster=False)
+    parts = urlsplit(url)
+    params = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    cookie = serializer.make_signer().sign(_canonical(parts.path, params).encode())
+    forged = url + "&sig=" + cookie.decode().rsplit(".", 2)[-2] + "." + cookie.decode().rsplit(".", 1)[-1]
+    get(app, forged)
+    assert pixel_sink.events == []
+    assert app.extensions["pixel"].collector.rejections == {"bad_signature": 1}
+
+
+def test_signing_key_false_turns_signing_off(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SECRET_KEY="flask-secret", PIXEL_SIGNING_KEY=False, PIXEL_BASE_URL="https://mail.example")
+    with app.app_context():
+        assert "sig=" not in flask_pixel.pixel_url("E")
+    assert app.extensions["pixel"].collector._verifier is None
+
+
+def test_secret_key_fallbacks_rotate(pixel_sink: MemorySink, make_app: Callable[..., Flask]) -> None:
+    old = make_app(SECRET_KEY="old-secret", PIXEL_BASE_URL="https://mail.example")
+    with old.app_context():
+        url = flask_pixel.pixel_url("E", "u1")
+    rotated = make_app(SECRET_KEY="new-secret", SECRET_KEY_FALLBACKS=["old-secret"], PIXEL_BASE_URL="https://mail.example")
+    get(rotated, url)
+    assert len(pixel_sink.events) == 1
+    dropped = make_app(SECRET_KEY="new-secret", PIXEL_BASE_URL="https://mail.example")
+    get(dropped, url)
+    assert len(pixel_sink.events) == 1 and dropped.extensions["pixel"].collector.rejections == {"bad_signature": 1}
+
+
+def test_own_signing_key_and_fallbacks(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
+    app = make_app(
+        SECRET_KEY="flask-secret",
+        SECRET_KEY_FALLBACKS=["flask-old"],
+        PIXEL_SIGNING_KEY="pixel-new",
+        PIXEL_SIGNING_KEY_FALLBACKS=["pixel-old"],
+        PIXEL_BASE_URL="https://mail.example",
+    )
+    for key, accepted in [("pixel-new", True), ("pixel-old", True), ("flask-secret", False), ("flask-old", False)]:
+        before = len(pixel_sink.events)
+        get(app, build_pixel_url("https://mail.example", "E", user_id="u1", write_key=WRITE_KEY, signing_key=key))
+        assert (len(pixel_sink.events) == before + 1) is accepted, key
+
+
+def test_click_url_global_records_and_redirects(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
+    app = make_app(SECRET_KEY="flask-secret", PIXEL_BASE_URL="https://mail.example")
+    with app.app_context():
+        rendered = render_template_string(
+            "<a href=\"{{ click_url('https://shop.example/sale?a=1&b=2', user, campaign_id=4) }}\">Sale</a>", user={"id": "u9"}
+        )
+    url = html.unescape(rendered.split('"')[1])
+    response = get(app, url)
+    assert response.status_code == 302 and response.headers["Location"] == "https://shop.example/sale?a=1&b=2"
+    (event,) = pixel_sink.events
+    assert (event["event"], event["userId"]) == ("Email Link Clicked", "u9")
+    assert event["properties"] == {"campaign_id": 4, "link_url": "https://shop.example/sale?a=1&b=2"}
+
+
+def test_allowed_hosts_setting_without_a_key(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
+    app = make_app(PIXEL_BASE_URL="https://mail.example", PIXEL_CLICK_ALLOWED_HOSTS="shop.example, *.cdn.example")
+    with app.app_context():
+        allowed = flask_pixel.click_url("https://img.cdn.example/x", "u1")
+        refused = flask_pixel.click_url("https://evil.example/", "u1")
+    assert "sig=" not in allowed
+    assert get(app, allowed).status_code == 302
+    response = get(app, refused)
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert app.extensions["pixel"].collector.rejections == {"unsafe_redirect": 1}
+
+
+# -- PIXEL_BASE_URL over the request's Host ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("internal-worker:8000", id="internal-host"),
+        pytest.param("attacker.example", id="host-header-poisoning"),
+    ],
+)
+def test_base_url_wins_over_the_request_host(make_app: Callable[..., Flask], host: str) -> None:
+    app = make_app(SECRET_KEY="s", PIXEL_BASE_URL="https://mail.example")
+    with app.test_request_context("/admin/send-newsletter", headers={"Host": host}):
+        rendered = render_template_string(
+            "{{ pixel_tag('Email Opened', 'u1') }}{{ '<a href=\"https://shop.example/\">x</a>'|track_links('u1') }}"
+        )
+    assert host not in rendered
+    assert src_of(rendered).startswith("https://mail.example/v1/pixel/track?")
+    assert 'href="https://mail.example/v1/click?' in rendered
+
+
+def test_without_base_url_a_request_lends_its_host(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    with app.test_request_context("/", headers={"Host": "shop.example"}):
+        assert flask_pixel.pixel_url("E").startswith("http://shop.example/v1/pixel/track?")
+
+
+# -- track_links on a newsletter ------------------------------------------------
+
+
+class Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: List[Tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+        if tag == "a":
+            attributes = dict(attrs)
+            self.hrefs.append((attributes.get("href") or "", attributes))
+
+
+def links(markup: str) -> List[Tuple[str, dict]]:
+    parser = Links()
+    parser.feed(markup)
+    return parser.hrefs
+
+
+def test_track_links_on_the_example_newsletter(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
+    app = make_app(SECRET_KEY="s", PIXEL_BASE_URL="https://mail.example")
+    source = (EXAMPLE_TEMPLATES / "newsletter.html").read_text()
+    context = {"shop_url": "https://shop.example", "campaign_id": "spring", "user": {"id": "u1"}}
+    with app.app_context():
+        plain = render_template_string(source, **context)
+        tracked = render_template_string("{{ body|track_links(user, campaign_id='spring') }}", body=Markup(plain), user={"id": "u1"})
+    assert len(plain) > 4000
+    before, after = links(plain), links(tracked)
+    assert len(before) == len(after) > 15
+    rewritten = 0
+    for (old, attributes), (new, new_attributes) in zip(before, after):
+        web = old.startswith(("http://", "https://"))
+        if web and "data-pixel-skip" not in attributes:
+            rewritten += 1
+            assert new.startswith("https://mail.example/v1/click?") and "&sig=" in new
+            assert {k: v for k, v in new_attributes.items() if k != "href"} == {k: v for k, v in attributes.items() if k != "href"}
+            response = get(app, new)
+            assert response.status_code == 302 and response.headers["Location"] == old
+        else:
+            assert new == old  # mailto:, tel:, #top, /refer, the unsubscribe link
+    assert rewritten == len(pixel_sink.events) >= 10
+    assert {e["properties"]["campaign_id"] for e in pixel_sink.events} == {"spring"}
+    # Outside the rewritten <a> tags, not one character changed.
+    assert tracked.count("<") == plain.count("<") and tracked.endswith(plain[plain.rindex("</a>") :])
+    assert "<!-- Footer links" in tracked and "&copy; 2026 Shop &lt;Example&gt; Ltd." in tracked
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        pytest.param('<a href="mailto:a@b.example">m</a>', '<a href="mailto:a@b.example">m</a>', id="mailto"),
+        pytest.param('<a href="tel:+1">t</a>', '<a href="tel:+1">t</a>', id="tel"),
+        pytest.param("<a href='#x'>f</a>", "<a href='#x'>f</a>", id="fragment"),
+        pytest.param('<a href="/p">r</a>', '<a href="/p">r</a>', id="relative"),
+        pytest.param('<a href="//cdn.example/x">r</a>', '<a href="//cdn.example/x">r</a>', id="scheme-relative"),
+        pytest.param('<a name="anchor">n</a>', '<a name="anchor">n</a>', id="no-href"),
+        pytest.param('<a data-pixel-skip href="https://x.example/">s</a>', '<a data-pixel-skip href="https://x.example/">s</a>', id="skip"),
+        pytest.param('<!-- <a href="https://x.example/">c</a> -->', '<!-- <a href="https://x.example/">c</a> -->', id="comment"),
+        pytest.param('<p title="a href=https://x.example/">p</p>', '<p title="a href=https://x.example/">p</p>', id="attribute-text"),
+        pytest.param('<script>var s = \'<a href="https://x.example/">\';</script>', '<script>var s = \'<a href="https://x.example/">\';</script>', id="script"),
+    ],
+)
+def test_track_links_leaves_other_links_and_text_alone(make_app: Callable[..., Flask], source: str, expected: str) -> None:
+    app = make_app(SECRET_KEY="s", PIXEL_BASE_URL="https://mail.example")
+    with app.app_context():
+        result = flask_pixel.track_links(source, "u1")
+    assert isinstance(result, Markup) and str(result) == expected
+
+
+def test_track_links_handles_entities_case_and_line_breaks(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SECRET_KEY="s", PIXEL_BASE_URL="https://mail.example")
+    source = '<p>a\r\nb</p>\n<A HREF="https://x.example/?a=1&amp;b=2" Class=btn>x</A>\n<a href="http://y.example/">y</a>'
+    with app.app_context():
+        result = str(flask_pixel.track_links(source))
+    (first, _), (second, _) = links(result)
+    assert parse_qs(urlsplit(first).query)["url"] == ["https://x.example/?a=1&b=2"]
+    assert parse_qs(urlsplit(second).query)["url"] == ["http://y.example/"]
+    assert result.startswith("<p>a\r\nb</p>\n<a href=") and 'class="btn">x</A>\n<a href=' in result

@@ -1,0 +1,195 @@
+"""Signed URLs: what ``sig`` covers, rotation, expiry, and that any change to a signed URL is caught."""
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from werkzeug.test import Client
+
+from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url
+from tests.conftest import ENVIRON, downstream_app, fire
+
+KEY = "pixel-signing-key"
+OLD_KEY = "the-key-before"
+BASE = "http://pixels.example"
+
+
+def signed(key=KEY, **kwargs):
+    fields = dict(user_id="u1", properties={"campaign": "spring", "n": 3}, write_key="wk1", cache_buster="cb1")
+    fields.update(kwargs)
+    return build_pixel_url(BASE, "Email Opened", signing_key=key, **fields)
+
+
+def path_and_query(url):
+    parts = urlsplit(url)
+    return parts.path, parse_qsl(parts.query, keep_blank_values=True)
+
+
+def rebuild(path, pairs):
+    return f"{path}?{urlencode(pairs)}"
+
+
+def replace(url, name, value):
+    path, pairs = path_and_query(url)
+    return rebuild(path, [(n, value if n == name else v) for n, v in pairs])
+
+
+@pytest.fixture
+def middleware(sink):
+    return PixelMiddleware(downstream_app, sink=sink, signing_key=KEY, signing_key_fallbacks=[OLD_KEY])
+
+
+def test_signed_url_is_accepted_and_says_so(accept):
+    event = accept(signed())
+    assert event["context"]["pixel"]["signed"] is True
+    assert event["event"] == "Email Opened" and event["userId"] == "u1"
+    assert event["properties"] == {"campaign": "spring", "n": 3}
+
+
+def test_unsigned_url_is_accepted_when_not_required_and_marked(accept):
+    event = accept(build_pixel_url(BASE, "Email Opened", user_id="u1", write_key="wk1"))
+    assert event["context"]["pixel"]["signed"] is False
+
+
+def test_no_key_no_signed_flag():
+    sink = MemorySink()
+    client = Client(PixelMiddleware(None, sink=sink))
+    fire(client, signed())
+    assert "signed" not in sink.events[0]["context"].get("pixel", {})
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        pytest.param("wk", "wk2", id="write-key"),
+        pytest.param("e", "Email Clicked", id="event"),
+        pytest.param("uid", "u2", id="user"),
+        pytest.param("p.campaign", "autumn", id="property"),
+        pytest.param("p.n", "4", id="number"),
+        pytest.param("sig", "x" + signed().split("sig=")[1][1:40], id="signature"),
+    ],
+)
+def test_changing_any_signed_parameter_is_rejected(reject, name, value):
+    assert reject(replace(signed(), name, value)) == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda p, q: (p, q + [("aid", "a1")]), id="added-parameter"),
+        pytest.param(lambda p, q: (p, [x for x in q if x[0] != "p.n"]), id="removed-parameter"),
+        pytest.param(lambda p, q: ("/v1/pixel/page", q), id="other-route"),
+        pytest.param(lambda p, q: (p, [(n, v) for n, v in q if n != "sig"] + [("sig", "")]), id="empty-signature"),
+        pytest.param(lambda p, q: (p, [(n, v) for n, v in q if n != "sig"] + [("sig", "!!.??")]), id="garbage-signature"),
+    ],
+)
+def test_changing_the_shape_is_rejected(reject, change):
+    path, pairs = change(*path_and_query(signed()))
+    assert reject(rebuild(path, pairs)) == "bad_signature"
+
+
+def test_order_and_cache_buster_do_not_matter(accept):
+    path, pairs = path_and_query(signed())
+    shuffled = list(reversed([(n, "other" if n == "cb" else v) for n, v in pairs]))
+    assert accept(rebuild(path, shuffled))["context"]["pixel"]["signed"] is True
+
+
+def test_a_repeated_name_after_the_first_changes_nothing(accept):
+    path, pairs = path_and_query(signed())
+    assert accept(rebuild(path, pairs + [("uid", "someone-else")]))["userId"] == "u1"
+
+
+def test_rotation_accepts_the_listed_old_key(accept, reject):
+    assert accept(signed(key=OLD_KEY))["context"]["pixel"]["signed"] is True
+    assert reject(signed(key="a-key-long-removed")) == "bad_signature"
+
+
+def test_removed_fallback_rejects(signals):
+    sink = MemorySink()
+    client = Client(PixelMiddleware(None, sink=sink, signing_key=KEY))
+    fire(client, signed(key=OLD_KEY))
+    assert sink.events == []
+    assert signals.of("rejected")[0]["reason"] == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    "dialect, prefix",
+    [
+        pytest.param("mparticle", "", id="mparticle-path-in-signature"),
+        pytest.param("segment", "/t", id="segment-under-prefix"),
+        pytest.param("rudderstack", "", id="rudderstack"),
+    ],
+)
+def test_other_dialects_and_prefixes_sign(dialect, prefix):
+    sink = MemorySink()
+    client = Client(PixelMiddleware(None, sink=sink, signing_key=KEY, prefix=prefix, require_signature=True))
+    url = build_pixel_url(BASE + prefix, "Opened", user_id="u1", write_key="wk1", dialect=dialect, signing_key=KEY)
+    fire(client, url)
+    assert sink.events[-1]["context"]["pixel"]["signed"] is True
+    if dialect == "mparticle":
+        # The write key sits in mParticle's path: another one there breaks the signature.
+        fire(client, url.replace("/v1/wk1/", "/v1/wk2/"))
+        assert len(sink.events) == 1
+
+
+def test_required_signature_rejects_unsigned(signals, caplog):
+    sink = MemorySink()
+    middleware = PixelMiddleware(None, sink=sink, signing_key=KEY, require_signature=True)
+    with caplog.at_level(logging.WARNING, logger="pixel_middleware"):
+        fire(Client(middleware), build_pixel_url(BASE, "Opened", user_id="u1", write_key="wk1"))
+    assert sink.events == [] and middleware.rejections == {"missing_signature": 1}
+    assert signals.of("rejected")[0]["reason"] == "missing_signature"
+    assert KEY not in caplog.text and "wk1" not in caplog.text
+
+
+def test_require_signature_without_a_key_is_a_configuration_error():
+    with pytest.raises(ValueError, match="signing_key"):
+        PixelMiddleware(None, require_signature=True)
+
+
+def test_expiry(monkeypatch):
+    sink = MemorySink()
+    middleware = PixelMiddleware(None, sink=sink, signing_key=KEY, signature_max_age=60)
+    client = Client(middleware)
+    fire(client, signed())
+    assert len(sink.events) == 1
+    real_time = time.time
+    with monkeypatch.context() as clock:
+        # itsdangerous stamps with time.time(): sign "two minutes ago".
+        clock.setattr(time, "time", lambda: real_time() - 120)
+        old = signed()
+    fire(client, old)
+    assert len(sink.events) == 1 and middleware.rejections == {"signature_expired": 1}
+
+
+ROUND_TRIP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
+_name = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
+
+
+@ROUND_TRIP
+@given(
+    event=_text,
+    user=_text,
+    properties=st.dictionaries(_name, _text | st.integers(-1000, 1000), max_size=4),
+    position=st.integers(min_value=0),
+    replacement=st.characters(codec="ascii"),
+)
+def test_signed_urls_round_trip_and_any_one_character_change_is_caught(event, user, properties, position, replacement):
+    sink = MemorySink()
+    client = Client(PixelMiddleware(None, sink=sink, signing_key=KEY, require_signature=True))
+    url = build_pixel_url(BASE, event, user_id=user, properties=properties, write_key="wk1", signing_key=KEY, cache_buster=False)
+    fire(client, url, environ_base=ENVIRON)
+    (original,) = sink.events
+    assert original["context"]["pixel"]["signed"] is True and original["event"] == event
+    path, query = url[len(BASE) :].split("?", 1)
+    position %= len(query)
+    changed = query[:position] + replacement + query[position + 1 :]
+    client.get(f"{path}?{changed}", environ_base=ENVIRON)
+    if len(sink.events) == 2:
+        same = lambda e: {k: v for k, v in e.items() if k not in ("messageId", "receivedAt", "timestamp", "context")}
+        assert same(sink.events[1]) == same(original)
