@@ -84,9 +84,9 @@ def test_flask_example(start: Callable[..., Process]) -> None:
     assert_gif(*server.get(path, user_agent="Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"))
     assert json.loads(server.get("/stats.json")[2]) == {"spring-sale": 3}
     assert json.loads(server.get("/stats/opens.json")[2]) == {"spring-sale": {"people": 2, "machines": 1, "unique": 1}}
-    page = server.get("/stats")[2]
-    assert b'id="opens-spring-sale">3<' in page and b'id="people-spring-sale">2<' in page
-    assert b'id="machines-spring-sale">1<' in page and b'id="unique-spring-sale">1<' in page
+    stats = server.get("/stats")[2]
+    assert b'id="opens-spring-sale">3<' in stats and b'id="people-spring-sale">2<' in stats
+    assert b'id="machines-spring-sale">1<' in stats and b'id="unique-spring-sale">1<' in stats
     opened = json.loads(server.wait_for(event_lines(server, "Email Opened")))
     assert opened["userId"] == "u-1002" and opened["properties"] == {"campaign_id": "spring-sale"}
     # The newsletter's call to action is a signed click URL; following it lands on the shop's page.
