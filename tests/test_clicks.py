@@ -214,3 +214,34 @@ def test_real_server_refuses_open_redirects(server, sink, target):
     status, headers, body = fetch(server, f"/v1/click?wk=wk1&uid=u1&url={quote(target, safe='')}")
     assert status == 400 and "Location" not in headers and "Set-Cookie" not in headers
     assert b"href" not in body and sink.events == []
+
+
+# Proofpoint's URL Defense and Microsoft's Safe Links fetch through ordinary HTTP clients; a user agent that
+# crawlerdetect knows stands for them here (tests/test_agents.py cites the real strings).
+@pytest.mark.parametrize(
+    "user_agent, agent, machine",
+    [
+        pytest.param("python-requests/2.31.0", "link_scanner", True, id="scanner-on-the-click-route"),
+        pytest.param("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                     "Chrome/120.0.0.0 Safari/537.36", "browser", False, id="a-person"),
+    ],
+)
+def test_click_route_names_link_scanners(client, sink, user_agent, agent, machine):
+    url = build_click_url(BASE, TARGET, user_id="u1", write_key="wk1", signing_key=KEY)
+    response = client.get(url, environ_base=ENVIRON, headers={"User-Agent": user_agent})
+    assert response.status_code == 302 and response.headers["Location"] == TARGET
+    (event,) = sink.events
+    assert event["context"]["pixel"] == {"signed": True, "agent": agent, "machine": machine}
+
+
+def test_the_same_fetcher_on_a_pixel_route_is_a_bot(client, sink):
+    client.get("/v1/pixel/track?wk=wk1&e=Open&uid=u1", environ_base=ENVIRON, headers={"User-Agent": "python-requests/2.31.0"})
+    assert sink.events[0]["context"]["pixel"]["agent"] == "bot"
+
+
+def test_machine_events_drop_keeps_the_redirect_for_a_scanner(sink):
+    middleware = PixelMiddleware(None, sink=sink, signing_key=KEY, machine_events="drop")
+    url = build_click_url(BASE, TARGET, user_id="u1", write_key="wk1", signing_key=KEY)
+    response = Client(middleware).get(url, environ_base=ENVIRON, headers={"User-Agent": "python-requests/2.31.0"})
+    assert response.status_code == 302 and response.headers["Location"] == TARGET
+    assert sink.events == [] and middleware.rejections == {"machine": 1}
