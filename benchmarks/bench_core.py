@@ -35,7 +35,7 @@ import os
 import sys
 import time
 from typing import Callable, Dict, List
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from flask import Flask, request
 from werkzeug.test import EnvironBuilder
@@ -232,15 +232,22 @@ def main() -> None:
         for name, micros in figures:
             print(f"  {name:<16} {micros:7.2f} us/request   middleware / this = {mw / micros:5.2f}x")
         if label == "RudderStack track":
-            signed_query = f"{query}&sig={sign_pairs(SIGNING_KEY, path, parse_qsl(query, keep_blank_values=True))}"
-            signed_environ = {**environ, "QUERY_STRING": signed_query}
+            # As the URL builder writes it: urlencode'd pairs, then sig over exactly those. The unsigned
+            # figure here is the same query without sig, so that only the signature step differs.
+            pairs = parse_qsl(query, keep_blank_values=True)
+            plain_environ = {**environ, "QUERY_STRING": urlencode(pairs)}
+            signed_environ = {**environ, "QUERY_STRING": f"{urlencode(pairs)}&sig={sign_pairs(SIGNING_KEY, path, pairs)}"}
             signed = PixelMiddleware(None, sink=sink, signing_key=SIGNING_KEY)
-            micros = per_request(signed, signed_environ, loops, repeats)
-            assert signed.rejections == {} and sink.events[-1]["context"]["pixel"]["signed"] is True
-            sink.events.clear()
-            extra = micros - mw
-            print(f"  {'middleware signed':<16} {micros:7.2f} us/request   signature adds {extra:5.2f} us "
-                  f"(target <= 5 us: {'ok' if extra <= 5 else 'MISSED'})")
+            unsigned_us = signed_us = float("inf")
+            for _ in range(repeats):  # alternated, so that a busy spell hits both alike
+                unsigned_us = min(unsigned_us, per_request(middleware, plain_environ, loops, 1))
+                signed_us = min(signed_us, per_request(signed, signed_environ, loops, 1))
+                sink.events.clear()
+            assert signed.rejections == {} and middleware.rejections == {}
+            extra = signed_us - unsigned_us
+            print(f"  {'middleware, builder-encoded, unsigned':<40} {unsigned_us:7.2f} us/request")
+            print(f"  {'middleware, builder-encoded, signed':<40} {signed_us:7.2f} us/request   signature adds "
+                  f"{extra:5.2f} us (target <= 5 us: {'ok' if extra <= 5 else 'MISSED'})")
         verdict = lambda ok: "ok" if ok else "MISSED"  # noqa: E731
         print(f"  target middleware <= 1.0x (c): {mw / figures[3][1]:.2f}x {verdict(mw <= figures[3][1])}; "
               f"<= 0.35x (b): {mw / figures[2][1]:.2f}x {verdict(mw <= 0.35 * figures[2][1])}")

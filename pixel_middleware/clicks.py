@@ -85,7 +85,7 @@ def answer(collector: "Collector", environ: Mapping[str, Any], match: "Match", s
     verifier = collector._verifier
     safe = host is not None and (
         host in collector._click_hosts
-        or (verifier is not None and "sig" in params and verifier.valid(environ.get("PATH_INFO", ""), params))
+        or (verifier is not None and "sig" in params and verifier.valid(environ, params["sig"]))
     )
     if not safe:
         if method == "GET":

@@ -5,13 +5,15 @@ record any event for anyone. A signature ties the URL to what it records.
 
 What ``sig`` covers: the route path relative to the mount prefix
 (``/v1/pixel/track``, or mParticle's ``/v1/<api_key>/Pixel`` filled in) and
-every parameter but ``cb`` (the cache buster, which clients may change) and
-``sig`` itself, sorted by name, so the order of parameters does not matter.
-The parameters are taken as the dialects see them: the first of a repeated
-name. A second ``uid=`` appended to a signed URL is therefore covered by
-nothing, and changes nothing either, since no dialect ever reads it. Changing
-any value, adding or removing a parameter the dialect reads, or moving the
-URL to another route invalidates the signature.
+every ``name=value`` piece of the query string exactly as sent, but ``cb=``
+(the cache buster, which clients may change) and ``sig=`` itself, sorted, so
+the order of parameters does not matter. Changing any byte of a name or a
+value, adding or removing a parameter (a repeated one included), or moving
+the URL to another route invalidates the signature. The pieces are signed as
+sent, not as decoded: sorting and joining the raw text costs a fraction of
+decoding it again (the 5 us budget), and a URL this library builds is encoded
+one way only (``urlencode``), so a client that re-encodes a URL breaks its
+signature rather than changing what it records.
 
 The HMAC, the key derivation (with a salt of its own, so a key shared with
 Flask's session cookies can never make a cookie signature pass as a URL
@@ -21,7 +23,10 @@ signature), key rotation and the timestamp are itsdangerous'
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
+from bisect import bisect_left
+from urllib.parse import urlencode
 from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from itsdangerous import BadData, TimestampSigner
@@ -32,16 +37,26 @@ from .events import DecodeError
 #: Keeps pixel signatures apart from anything else signed with the same key.
 SALT = "pixel-middleware.url"
 #: The cache buster and the signature itself are not signed.
-UNSIGNED = frozenset(("cb", "sig"))
+_UNSIGNED_PIECES = ("cb=", "sig=")
 
 Key = Union[str, bytes]
 
 
-def _canonical(path: str, params: Mapping[str, str]) -> str:
-    """Path and parameters as one unambiguous string: each part length-prefixed, names sorted."""
-    return f"{len(path)}:{path}" + "".join(
-        [f"{len(name)}:{name}{len(value)}:{value}" for name, value in sorted(params.items()) if name not in UNSIGNED]
-    )
+def _canonical(path: str, query: str) -> str:
+    """The path, length-prefixed, and the query's pieces but ``cb`` and ``sig``, sorted and ``&``-joined.
+
+    Unambiguous: a piece holds no ``&``, and the path's length says where it ends.
+    """
+    pieces = query.split("&")
+    pieces.sort()
+    for unsigned in _UNSIGNED_PIECES:  # sorted, each name's pieces stand together: cut them out in one slice
+        start = end = bisect_left(pieces, unsigned)
+        while end < len(pieces) and pieces[end].startswith(unsigned):
+            end += 1
+        del pieces[start:end]
+    while pieces and not pieces[0]:
+        del pieces[0]  # empty pieces ("a=1&&b=2") sort first
+    return f"{len(path)}:{path}?{'&'.join(pieces)}"
 
 
 def _signer(key: Key, fallbacks: Iterable[Key] = ()) -> TimestampSigner:
@@ -51,11 +66,8 @@ def _signer(key: Key, fallbacks: Iterable[Key] = ()) -> TimestampSigner:
 
 
 def sign_pairs(key: Key, path: str, pairs: Sequence[Tuple[str, str]]) -> str:
-    """The ``sig`` value for a URL with this path and query pairs (first of repeated names counts)."""
-    params: dict = {}
-    for name, value in pairs:
-        params.setdefault(name, value)
-    value = _canonical(path, params)
+    """The ``sig`` value for a URL with this path and query pairs, encoded by ``urlencode`` as the URL will be."""
+    value = _canonical(path, urlencode(pairs))
     return _signer(key).sign(value)[len(value.encode("utf-8")) + 1 :].decode("ascii")
 
 
@@ -81,30 +93,36 @@ class Verifier:
         max_age: Optional[float] = None,
     ) -> None:
         signer = _signer(key, fallbacks)
-        self._keys = [signer.derive_key(secret) for secret in reversed(signer.secret_keys)]
-        self._algorithm = signer.algorithm
+        # One keyed HMAC per key, newest first, from itsdangerous' own key derivation and
+        # digest; a request copies it (the standard library's HMAC.copy) instead of
+        # keying a new one, which cost more than hashing the URL itself.
+        self._macs = [hmac.new(signer.derive_key(secret), digestmod=signer.digest_method)
+                      for secret in reversed(signer.secret_keys)]
         self._prefix_length = len(prefix)
         self.required = required
         self.max_age = max_age
 
-    def valid(self, path: str, params: Mapping[str, str], max_age: Optional[float] = None) -> bool:
-        """Whether ``params`` carry a good signature for ``path`` (a ``PATH_INFO``); never raises."""
+    def valid(self, environ: Mapping[str, Any], sig: str, max_age: Optional[float] = None) -> bool:
+        """Whether the request in ``environ`` carries the good signature ``sig``; never raises."""
         try:
-            self._check(path, params, max_age)
+            self._check(environ, sig, max_age)
         except DecodeError:
             return False
         return True
 
-    def _check(self, path: str, params: Mapping[str, str], max_age: Optional[float]) -> None:
-        stamp, _, mac = params["sig"].partition(".")
-        message = f"{_canonical(path[self._prefix_length :], params)}.{stamp}".encode("utf-8")
+    def _check(self, environ: Mapping[str, Any], sig: str, max_age: Optional[float]) -> None:
+        stamp, _, mac = sig.partition(".")
+        path = environ.get("PATH_INFO", "")[self._prefix_length :]
+        # PEP 3333 hands raw bytes over as latin-1: encoded back to them, whatever they are.
+        message = f"{_canonical(path, environ.get('QUERY_STRING', ''))}.{stamp}".encode("utf-8", "surrogateescape")
         try:
             signature = base64_decode(mac)
         except BadData:
             raise DecodeError("bad_signature", "the signature is not well formed") from None
-        verify = self._algorithm.verify_signature
-        for key in self._keys:
-            if verify(key, message, signature):
+        for keyed in self._macs:
+            mac_ = keyed.copy()
+            mac_.update(message)
+            if hmac.compare_digest(mac_.digest(), signature):
                 break
         else:
             raise DecodeError("bad_signature", "the signature does not match the URL")
@@ -119,6 +137,6 @@ class Verifier:
                 raise DecodeError("missing_signature", "unsigned URLs are not accepted")
             signed = False
         else:
-            self._check(hit.environ.get("PATH_INFO", ""), params, self.max_age)
+            self._check(hit.environ, params["sig"], self.max_age)
             signed = True
         event["context"].setdefault("pixel", {})["signed"] = signed

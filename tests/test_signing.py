@@ -98,9 +98,17 @@ def test_order_and_cache_buster_do_not_matter(accept):
     assert accept(rebuild(path, shuffled))["context"]["pixel"]["signed"] is True
 
 
-def test_a_repeated_name_after_the_first_changes_nothing(accept):
+def test_a_repeated_name_is_a_change_too(reject):
+    """Every piece as sent is signed: even a repeat the dialects would ignore (first wins) is refused."""
     path, pairs = path_and_query(signed())
-    assert accept(rebuild(path, pairs + [("uid", "someone-else")]))["userId"] == "u1"
+    assert reject(rebuild(path, pairs + [("uid", "someone-else")])) == "bad_signature"
+    assert reject(rebuild(path, [("uid", "someone-else")] + pairs)) == "bad_signature"
+
+
+def test_a_re_encoded_value_is_refused_not_misread(reject):
+    url = signed()
+    assert "Email+Opened" in url
+    assert reject(url.replace("Email+Opened", "Email%20Opened")) == "bad_signature"
 
 
 def test_rotation_accepts_the_listed_old_key(accept, reject):
