@@ -18,7 +18,8 @@ signature rather than changing what it records.
 The HMAC, the key derivation (with a salt of its own, so a key shared with
 Flask's session cookies can never make a cookie signature pass as a URL
 signature), key rotation and the timestamp are itsdangerous'
-:class:`~itsdangerous.TimestampSigner`; nothing here computes an HMAC.
+:class:`~itsdangerous.TimestampSigner`; the check reuses the signer's derived
+keys with the standard library's ``hmac``, and no HMAC is written here.
 """
 from __future__ import annotations
 
@@ -75,12 +76,12 @@ class Verifier:
     """The signature step of the pipeline: checks ``sig`` and marks ``context.pixel.signed``.
 
     Built once per collector. itsdangerous derives the HMAC key from the
-    secret and the salt on every ``unsign`` call; here each key is derived
-    once, and a request costs one HMAC per key tried (newest first) through
-    the signer's own algorithm (the timestamp is decoded only when an age
-    limit is set). URLs are made
-    by :class:`~itsdangerous.TimestampSigner` (:func:`sign_pairs`), so the
-    format is exactly itsdangerous' own.
+    secret and the salt, and keys a new HMAC, on every ``unsign`` call; here
+    each key is derived once by the signer itself and keyed once, and a
+    request costs one copy of that keyed HMAC-SHA256 per key tried (newest
+    first; the timestamp is decoded only when an age limit is set). URLs
+    are made by :class:`~itsdangerous.TimestampSigner` (:func:`sign_pairs`),
+    and the tests check its signatures verify here.
     """
 
     def __init__(
