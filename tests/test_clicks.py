@@ -9,7 +9,7 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.test import Client
 
-from pixel_middleware import MemorySink, PixelMiddleware, build_click_url
+from pixel_middleware import PixelMiddleware, build_click_url
 from tests.conftest import ENVIRON, downstream_app
 from tests.helpers import free_port
 
