@@ -257,18 +257,17 @@ class Collector:
             # One line, no traceback: whatever makes an event unfit for a sink can be
             # sent by any client, as often as it likes.
             _log.error("sink %r refused event %s: %s: %.200s", self.sink, event.get("messageId"), type(error).__name__, error)
-            with self._count_lock:
-                self.rejections["sink_error"] += 1
+            self._count("sink_error")
         return event
 
     def _count(self, reason: str) -> None:
+        """Count ``reason`` in :attr:`rejections` (request threads count at once)."""
         with self._count_lock:
             self.rejections[reason] += 1
 
     def _reject(self, reason: str, detail: str, dialect: Optional[Dialect], match: Match) -> None:
         name = dialect.name if dialect is not None else None
-        with self._count_lock:
-            self.rejections[reason] += 1
+        self._count(reason)
         # The rule, not the path or query: both may carry the write key.
         _log.warning("pixel rejected: %s (%s) dialect=%s route=%s", reason, detail, name, match.route.rule)
         if event_rejected.receivers:
