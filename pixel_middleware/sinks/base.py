@@ -8,7 +8,7 @@ the middleware and never reaches the client.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from ..events import Event
 
@@ -62,6 +62,25 @@ class Sink:
     def close(self, timeout: Optional[float] = None) -> None:
         """Flush, then release resources. Events emitted afterwards may be refused."""
         self.flush(timeout)
+
+    def health(self) -> List[Dict[str, Any]]:
+        """How each sink behind this one is doing, one dict per sink, for metrics and readiness.
+
+        Keys: ``sink`` (a name without credentials), ``delivered``,
+        ``failed_batches``, ``dead_lettered`` (counts since start),
+        ``queue_depth`` (events waiting in memory), ``spool_bytes``,
+        ``spool_max_bytes``, ``oldest_spooled_seconds``, and ``down_since``
+        (``time.time()`` when deliveries began failing, ``None`` while they
+        succeed). A sink that delivers in place, like :class:`LogSink`,
+        reports zeros and is never down.
+        """
+        return [{"sink": self.name, "delivered": 0, "failed_batches": 0, "dead_lettered": 0, "queue_depth": 0,
+                 "spool_bytes": 0, "spool_max_bytes": 0, "oldest_spooled_seconds": 0.0, "down_since": None}]
+
+    @property
+    def name(self) -> str:
+        """A short label for metrics and health pages: never credentials."""
+        return type(self).__name__.lower().replace("sink", "") or "sink"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"

@@ -201,6 +201,7 @@ class DeliveringSink(Sink):
         )
         self._lock = threading.Lock()
         self._down = False
+        self._down_since: Optional[float] = None
         self._failures = 0
         self._next_replay = 0.0  # replay leftovers from earlier processes at once
         self._not_before = 0.0  # a destination's own "retry after" (HTTP Retry-After)
@@ -262,6 +263,24 @@ class DeliveringSink(Sink):
             with self._lock:
                 self.stats["spooled_by_request"] += 1
                 self._next_replay = 0.0  # replay it as soon as the worker catches up
+
+    def health(self) -> List[Dict[str, Any]]:
+        """See :meth:`Sink.health`; the spool figures cover every process sharing the directory."""
+        with self._lock:
+            counts = dict(self.stats)
+            down_since = self._down_since
+        spool = self.spool
+        return [{
+            "sink": self.name,
+            "delivered": counts["delivered"],
+            "failed_batches": counts["failed_batches"],
+            "dead_lettered": counts["dead_lettered"],
+            "queue_depth": self._worker.depth,
+            "spool_bytes": spool.used_bytes(),
+            "spool_max_bytes": spool.max_bytes,
+            "oldest_spooled_seconds": spool.oldest_seconds(),
+            "down_since": down_since,
+        }]
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every event emitted so far is delivered or spooled.
@@ -349,6 +368,8 @@ class DeliveringSink(Sink):
 
     def _failed(self, what: str) -> None:
         with self._lock:
+            if not self._down:
+                self._down_since = time.time()
             self._down = True
             self._failures += 1
             self.stats["failed_batches"] += 1
@@ -391,6 +412,7 @@ class DeliveringSink(Sink):
             if self._down and not self._closing:
                 _log.warning("%r: delivery works again; the spool is replayed", self)
             self._down = False
+            self._down_since = None
             self._failures = 0
             # A request thread that spilled meanwhile wants its event replayed soon, not after `rescan`.
             again = self.stats["spooled_by_request"] != spills

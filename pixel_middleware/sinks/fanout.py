@@ -27,6 +27,9 @@ class FanoutSink(Sink):
             except Exception:
                 _log.exception("sink %r failed to take an event", sink)
 
+    def health(self) -> List[Dict[str, Any]]:
+        return [entry for sink in self.sinks for entry in sink.health()]
+
     def flush(self, timeout: Optional[float] = None) -> bool:
         return all([sink.flush(timeout) for sink in self.sinks])
 

@@ -134,6 +134,12 @@ class HttpSink(DeliveringSink):
         options.setdefault("linger", 0.5)
         super().__init__(url, **options)
 
+    @property
+    def name(self) -> str:
+        # Host and path only: a URL's userinfo or query may hold credentials.
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
     def __repr__(self) -> str:
         return f"<HttpSink {self.url}>"
 

@@ -109,6 +109,10 @@ class KafkaSink(DeliveringSink):
         self._headers: Dict[Any, List[Any]] = {}
         super().__init__(f"{bootstrap_servers}/{topic}", **options)
 
+    @property
+    def name(self) -> str:
+        return f"kafka:{self.config['bootstrap.servers']}/{self.topic}"
+
     def __repr__(self) -> str:
         return f"<KafkaSink {self.config['bootstrap.servers']}/{self.topic}>"
 

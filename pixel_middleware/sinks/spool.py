@@ -220,6 +220,13 @@ class Spool:
                 pass
         return total
 
+    def oldest_seconds(self) -> float:
+        """Age of the oldest spool file (its name holds its creation time), 0 when there is none."""
+        names = self._names()
+        if not names:
+            return 0.0
+        return max(0.0, time.time() - int(names[0][:20]) / 1e9)
+
     def pending(self) -> int:
         """How many spool files are in the directory (including ones being written)."""
         return len(self._names())

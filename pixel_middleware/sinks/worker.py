@@ -108,6 +108,11 @@ class BackgroundWorker:
             self._queue.put_nowait(_STOP)  # a stop asked for still ends the thread
         return items
 
+    @property
+    def depth(self) -> int:
+        """Items submitted and not yet handled (queued or in the batch being handled)."""
+        return self._queue.unfinished_tasks
+
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every submitted item has been handled; ``False`` if ``timeout`` ran out first."""
         if not self.is_alive:
