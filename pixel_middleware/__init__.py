@@ -13,7 +13,7 @@ from .dialects import Dialect
 from .events import DecodeError
 from .middleware import PixelMiddleware
 from .signals import event_received, event_rejected
-from .sinks import FanoutSink, LogSink, MemorySink, Sink, sink_from_url
+from .sinks import FanoutSink, FileSink, LogSink, MemorySink, Sink, sink_from_url
 from .urls import PixelUrlWarning, build_click_url, build_pixel_url
 
 __version__ = "0.1.0"
@@ -35,6 +35,7 @@ __all__ = [
     "DecodeError",
     "Dialect",
     "FanoutSink",
+    "FileSink",
     "LogSink",
     "MemorySink",
     "PixelMiddleware",

@@ -80,8 +80,34 @@ def test_bad_timestamps(value):
 
 
 query_text = st.lists(
-    st.sampled_from(["a", "b", "=", "&", "+", "%20", "%2B", "%26", "%3D", "%C3%A9", ".", "x.y", "é"]), max_size=20
+    st.sampled_from(["a", "b", "=", "&", "+", "%20", "%2B", "%26", "%3D", "%3d", "%C3%A9", ".", "x.y", "é",
+                     "%00", "\x00", "=3D", "=41", "%0A", "\t", " ", "%2f", "_"]),
+    max_size=20,
 ).map("".join)
+
+escaped_ascii = st.lists(
+    st.one_of(st.characters(max_codepoint=127), st.integers(0, 255).map("%{:02X}".format),
+              st.integers(0, 255).map("%{:02x}".format)),
+    max_size=30,
+).map("".join)
+
+
+@given(escaped_ascii)
+def test_unquote_agrees_with_the_standard_library(text):
+    """parse_query's C-speed percent-decoding is unquote_plus for every well-formed escape."""
+    from urllib.parse import unquote_to_bytes
+
+    from pixel_middleware.events import _BAD_PERCENT, _unquote
+
+    if _BAD_PERCENT.search(text):
+        return  # parse_query refuses these before decoding
+    try:
+        expected = unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
+    except UnicodeDecodeError:
+        with pytest.raises(UnicodeDecodeError):
+            _unquote(text)
+        return
+    assert _unquote(text) == expected
 
 
 @given(query_text)
@@ -95,3 +121,23 @@ def test_parse_query_agrees_with_parse_qsl(query):
         expected.setdefault(name, value)
     wsgi = query.encode("utf-8").decode("latin-1")  # as a server hands it over
     assert parse_query(wsgi) == expected
+
+
+def test_new_id_is_a_uuid4_and_differs_in_a_forked_worker():
+    import os
+    import uuid
+
+    from pixel_middleware.events import new_id
+
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a gunicorn worker forked from the master
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        assert pipe.read() != new_id()  # the same sequence would give the same next id

@@ -34,12 +34,13 @@ from __future__ import annotations
 from typing import Dict, Mapping, Optional, Tuple
 
 from ..clicks import CLICK_EVENT
-from ..events import Event, epoch_ms, finish, flat_event, parse_timestamp
+from ..events import Event, FlatForm, epoch_ms, finish, parse_timestamp
 from .base import Dialect, Pairs, flat_pairs, require, text
 
 _TYPES = ("track", "page", "identify", "group")
 _FIELDS = {"uid": "userId", "aid": "anonymousId", "gid": "groupId", "mid": "messageId"}
 _CONTAINERS = {"p": "properties", "t": "traits", "c": "context"}
+_FLAT = FlatForm(_FIELDS, _CONTAINERS)
 
 
 class Compact(Dialect):
@@ -50,7 +51,7 @@ class Compact(Dialect):
         return "wk" in params
 
     def decode(self, params: Dict[str, str], route: Mapping[str, str]) -> Tuple[Event, Optional[str]]:
-        event = flat_event(params, _FIELDS, _CONTAINERS)
+        event = _FLAT(params)
         type_ = route["type"]
         name = params.get("e")
         if route.get("click") == "1":

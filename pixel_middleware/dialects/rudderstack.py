@@ -29,11 +29,12 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Optional, Tuple
 
-from ..events import Event, finish, flat_event, parse_timestamp
+from ..events import Event, FlatForm, finish, parse_timestamp
 from .base import Dialect, Pairs, flat_pairs, require, text
 
 _FIELDS = {f: f for f in ("userId", "anonymousId", "event", "name", "messageId")}
 _CONTAINERS = {c: c for c in ("context", "properties", "traits")}
+_FLAT = FlatForm(_FIELDS, _CONTAINERS)
 
 
 class RudderStack(Dialect):
@@ -41,7 +42,7 @@ class RudderStack(Dialect):
     routes = {"/pixel/v1/page": {"type": "page"}, "/pixel/v1/track": {"type": "track"}}
 
     def decode(self, params: Dict[str, str], route: Mapping[str, str]) -> Tuple[Event, Optional[str]]:
-        event = flat_event(params, _FIELDS, _CONTAINERS)
+        event = _FLAT(params)
         stamp = params.get("timestamp") or params.get("originalTimestamp")
         if stamp:
             event["timestamp"] = parse_timestamp(stamp)

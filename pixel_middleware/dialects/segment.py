@@ -39,13 +39,14 @@ import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 from urllib.parse import unquote
 
-from ..events import MAX_NUMBER_CHARS, DecodeError, Event, check_depth, finish, flat_event, identifier, parse_timestamp
+from ..events import MAX_NUMBER_CHARS, DecodeError, Event, FlatForm, check_depth, finish, identifier, parse_timestamp
 from .base import Dialect, Pairs, require
 
 _TYPES = ("identify", "group", "alias", "page", "screen", "track")
 _IDS = ("userId", "anonymousId", "groupId", "previousId", "messageId")
 _FIELDS = {f: f for f in _IDS + ("event", "name")}
 _CONTAINERS = {c: c for c in ("properties", "traits", "context")}
+_FLAT = FlatForm(_FIELDS, _CONTAINERS)
 _URLSAFE = bytes.maketrans(b"-_ ", b"+/+")
 
 
@@ -135,7 +136,7 @@ class Segment(Dialect):
     def decode(self, params: Dict[str, str], route: Mapping[str, str]) -> Tuple[Event, Optional[str]]:
         data = params.get("data")
         if data is None:
-            event = flat_event(params, _FIELDS, _CONTAINERS)
+            event = _FLAT(params)
             if params.get("timestamp"):
                 event["timestamp"] = parse_timestamp(params["timestamp"])
             write_key = params.get("writeKey")

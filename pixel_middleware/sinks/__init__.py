@@ -1,6 +1,6 @@
 """Sinks, and the building of one from a URL, an object or a list.
 
-URL schemes: ``log:``, ``memory:``, ``kafka://host:port/topic``,
+URL schemes: ``log:``, ``file:/path``, ``memory:``, ``kafka://host:port/topic``,
 ``http://...`` and ``https://...``. Sinks whose dependencies are optional are
 imported only when asked for.
 """
@@ -11,12 +11,14 @@ from typing import Any, Dict, Iterable, Union
 
 from .base import Sink
 from .fanout import FanoutSink
+from .file import FileSink
 from .log import LogSink
 from .memory import MemorySink
 
 #: URL scheme -> "module:class"; the class's ``from_url`` builds the sink.
 SCHEMES: Dict[str, str] = {
     "log": "pixel_middleware.sinks.log:LogSink",
+    "file": "pixel_middleware.sinks.file:FileSink",
     "memory": "pixel_middleware.sinks.memory:MemorySink",
     "kafka": "pixel_middleware.sinks.kafka:KafkaSink",
     "http": "pixel_middleware.sinks.http:HttpSink",
@@ -52,4 +54,4 @@ def resolve_sink(spec: SinkSpec) -> Sink:
     return sinks[0] if len(sinks) == 1 else FanoutSink(sinks)
 
 
-__all__ = ["FanoutSink", "LogSink", "MemorySink", "SCHEMES", "Sink", "resolve_sink", "sink_from_url"]
+__all__ = ["FanoutSink", "FileSink", "LogSink", "MemorySink", "SCHEMES", "Sink", "resolve_sink", "sink_from_url"]
