@@ -14,6 +14,15 @@ from ..events import Event
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
+try:  # optional (the "fast" extra): the same lines at an eighth of the cost
+    import orjson
+
+    _fast = orjson.dumps
+    # Datetimes and dataclasses have no JSON form in the standard encoder: keep it that way.
+    _FAST_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+except ImportError:  # pragma: no cover - depends on the installation
+    _fast = None
+
 
 def event_line(event: Event) -> str:
     """The event as one compact JSON line: the one encoding every built-in sink writes.
@@ -25,6 +34,12 @@ def event_line(event: Event) -> str:
     Unicode line separators U+2028, U+2029 and U+0085, which JSON leaves raw,
     are escaped: ``str.splitlines()`` and many log shippers split lines there.
     """
+    if _fast is not None:
+        return encode_event(event).decode("utf-8")
+    return _standard_line(event)
+
+
+def _standard_line(event: Event) -> str:
     text = _dumps(event)
     if not text.isascii():
         text.encode("utf-8")  # a lone surrogate raises here
@@ -34,8 +49,25 @@ def event_line(event: Event) -> str:
 
 
 def encode_event(event: Event) -> bytes:
-    """:func:`event_line` as UTF-8 bytes, for sinks that send bytes."""
-    return event_line(event).encode("utf-8")
+    """:func:`event_line` as UTF-8 bytes, for sinks that send bytes.
+
+    With orjson installed, orjson writes them; whatever it refuses (a lone
+    surrogate, an integer beyond 64 bits, a key that is not a string) and
+    any line holding ``null`` (orjson writes NaN and infinity as ``null``
+    where the standard encoder raises) goes through the standard encoder, so
+    that the answer, line or exception, is the same either way.
+    """
+    if _fast is not None:
+        try:
+            data = _fast(event, option=_FAST_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError
+            data = b"null"
+        if b"null" not in data:
+            if not data.isascii() and (b"\xe2\x80\xa8" in data or b"\xe2\x80\xa9" in data or b"\xc2\x85" in data):
+                data = data.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+                data = data.replace(b"\xc2\x85", b"\\u0085")
+            return data
+    return _standard_line(event).encode("utf-8")
 
 
 class Sink:
