@@ -159,7 +159,7 @@ class AgentStep:
         self._drop = machine_events == "drop"
 
     def __call__(self, event: Event, hit: Any) -> None:
-        agent = classify(hit.environ, hit.match.route.values.get("click") == "1")
+        agent = classify(hit.environ, hit.match.route.click)
         machine = agent in MACHINE_AGENTS
         if machine and self._drop:
             raise DecodeError("machine", f"fetched by a machine ({agent})")

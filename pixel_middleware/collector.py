@@ -36,6 +36,8 @@ class Route(NamedTuple):
     rule: str
     dialects: Tuple[Dialect, ...]
     values: Mapping[str, str]
+    #: The click route (``values["click"] == "1"``): a redirect, not a GIF.
+    click: bool = False
 
 
 class Match(NamedTuple):
@@ -74,7 +76,8 @@ def _routes(dialects: Iterable[Dialect], prefix: str) -> List[Route]:
             values[full] = rule_values
     # Selective dialects first: compact must see a request before Segment takes it.
     selective = lambda d: type(d).claims is Dialect.claims  # noqa: E731
-    return [Route(rule, tuple(sorted(ds, key=selective)), values[rule]) for rule, ds in by_rule.items()]
+    return [Route(rule, tuple(sorted(ds, key=selective)), values[rule], values[rule].get("click") == "1")
+            for rule, ds in by_rule.items()]
 
 
 def _compile(rule: str) -> "re.Pattern[str]":
@@ -207,7 +210,7 @@ class Collector:
         instead of the GIF, or a 400 when the target is not safe to follow
         (see :mod:`pixel_middleware.clicks`).
         """
-        if match.route.values.get("click") == "1":
+        if match.route.click:
             return clicks.answer(self, environ, match, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
         if method == "GET":

@@ -98,11 +98,11 @@ def parse_query(query_string: str) -> Dict[str, str]:
                 flat = _unquote("\x00".join(flat)).split("\x00")
         except UnicodeDecodeError:
             raise DecodeError("invalid_encoding", "percent-encoded bytes are not UTF-8") from None
-    params: Dict[str, str] = {}
-    for i in range(0, len(flat), 2):
-        name = flat[i]
-        if name not in params:
-            params[name] = flat[i + 1]
+    params = dict(zip(flat[::2], flat[1::2]))
+    if len(params) * 2 != len(flat):  # a repeated name: the first one wins, as in rudder-server
+        params = {}
+        for i in range(0, len(flat), 2):
+            params.setdefault(flat[i], flat[i + 1])
     return params
 
 
