@@ -129,6 +129,8 @@ def coerce_number(text: str) -> Any:
     ``1.10``, ``1e3`` and integers beyond +/-2**53 (which JavaScript and
     float-based JSON parsers would round) stay strings.
     """
+    if text.isdigit() and text.isascii() and len(text) < 16 and (text[0] != "0" or len(text) == 1):
+        return int(text)  # the common case, without the pattern: a safe integer, no leading zero
     first = text[:1]
     if not ("0" <= first <= "9" or first == "-") or len(text) > MAX_NUMBER_CHARS:
         return text
