@@ -67,6 +67,7 @@ SETTINGS: Dict[str, Tuple[str, Any]] = {
     "ip": ("PIXEL_IP", "full"),
     "privacy_signals": ("PIXEL_PRIVACY_SIGNALS", "anonymize"),
     "dnt": ("PIXEL_DNT", False),
+    "metrics": ("PIXEL_METRICS", False),
 }
 
 UserTraits = Union[Sequence[str], Callable[[Any], Optional[Mapping[str, Any]]], None]
@@ -194,6 +195,7 @@ class PixelState:
             ip=settings["ip"],
             privacy_signals=settings["privacy_signals"],
             dnt=settings["dnt"],
+            metrics=bool(settings["metrics"]),
         )
         self.url_dialect = get_dialect(settings["url_dialect"])
         answered = {dialect.name for route in self.collector.routes for dialect in route.dialects}
@@ -452,6 +454,10 @@ class Pixel:
             ``"drop"`` (reason ``opted_out``) or ``"ignore"``.
         ``PIXEL_DNT`` (``False``)
             treat ``DNT: 1`` like ``Sec-GPC: 1``.
+        ``PIXEL_METRICS`` (``False``)
+            count events, rejections and sink health for Prometheus
+            (``pixel_middleware.metrics_app()`` renders them; needs the
+            ``metrics`` extra).
 
         Raises :class:`RuntimeError` when ``app`` already has a ``Pixel``,
         :class:`ValueError` for settings that contradict each other.

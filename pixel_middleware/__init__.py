@@ -11,6 +11,7 @@ from typing import Any
 from .collector import Collector
 from .dialects import Dialect
 from .events import DecodeError
+from .metrics import metrics_app
 from .middleware import PixelMiddleware
 from .signals import event_received, event_rejected
 from .sinks import FanoutSink, FileSink, LogSink, MemorySink, Sink, sink_from_url
@@ -41,6 +42,7 @@ __all__ = [
     "PixelMiddleware",
     "PixelUrlWarning",
     "Sink",
+    "metrics_app",
     "build_click_url",
     "build_pixel_url",
     "event_received",

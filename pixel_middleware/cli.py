@@ -1,13 +1,10 @@
 """``pixel-middleware serve`` runs a standalone collector; ``url`` builds a pixel URL; ``decode`` explains one.
 
-Both take ``--signing-key``, by default ``PIXEL_SIGNING_KEY`` from the
-environment (better there than on a command line, which other users of the
-machine can read).
-
-``serve`` wraps a 404 app in :class:`~pixel_middleware.PixelMiddleware` and
-serves it with werkzeug's threaded server: right for trying things out and
-for small loads. In production, serve ``pixel_middleware.cli:make_app()``
-with a WSGI server such as gunicorn, or wrap your own app.
+``serve`` runs the collector on gunicorn, configured by flags or ``PIXEL_*``
+variables (see :mod:`pixel_middleware.server`). ``url`` takes
+``--signing-key``, by default ``PIXEL_SIGNING_KEY`` from the environment
+(better there than on a command line, which other users of the machine can
+read).
 """
 from __future__ import annotations
 
@@ -16,44 +13,21 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .middleware import PixelMiddleware
 from .urls import build_click_url, build_pixel_url
 
 
 def make_app(sink: Optional[List[str]] = None, write_keys: Optional[List[str]] = None,
-             dialects: Optional[List[str]] = None, prefix: str = "", signing_key: Optional[str] = None,
-             signing_key_fallbacks: Optional[List[str]] = None, require_signature: bool = False,
-             signature_max_age: Optional[float] = None,
-             click_allowed_hosts: Optional[List[str]] = None, machine_events: str = "keep",
-             dedup: Optional[str] = None, ip: str = "full", privacy_signals: str = "anonymize",
-             dnt: bool = False) -> PixelMiddleware:
-    """A collector with nothing behind it: pixel routes answer, everything else is 404."""
-    return PixelMiddleware(None, sink=sink or None, write_keys=write_keys or None,
-                           dialects=dialects or None, prefix=prefix, signing_key=signing_key or None,
-                           signing_key_fallbacks=signing_key_fallbacks or (), require_signature=require_signature,
-                           signature_max_age=signature_max_age, click_allowed_hosts=click_allowed_hosts,
-                           machine_events=machine_events, dedup=dedup, ip=ip, privacy_signals=privacy_signals,
-                           dnt=dnt)
+             dialects: Optional[List[str]] = None, **options: Any) -> PixelMiddleware:
+    """A collector with nothing behind it: pixel routes answer, everything else is 404.
 
-
-def _serve(args: argparse.Namespace) -> int:
-    from werkzeug.serving import run_simple
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # werkzeug's access log prints whole URLs, and pixel URLs carry write keys.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app = make_app(args.sink, args.write_key, args.dialect, args.prefix, args.signing_key,
-                   args.signing_key_fallback, args.require_signature, args.signature_max_age,
-                   args.click_allowed_host, args.machine_events, args.dedup, args.ip, args.privacy_signals,
-                   args.dnt)
-    print(f"pixel collector on http://{args.host}:{args.port}/ (sink: {app.sink!r})", file=sys.stderr, flush=True)
-    try:
-        run_simple(args.host, args.port, app, threaded=True)
-    finally:
-        app.close(timeout=10)
-    return 0
+    Takes :class:`~pixel_middleware.PixelMiddleware`'s keywords; ``None`` or
+    an empty list leaves an option at its default.
+    """
+    given = {name: value for name, value in options.items() if value is not None and value != []}
+    return PixelMiddleware(None, sink=sink or None, write_keys=write_keys or None, dialects=dialects or None, **given)
 
 
 def _url(args: argparse.Namespace) -> int:
@@ -112,31 +86,14 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from . import server  # imports this module: kept out of its import time
+
     parser = argparse.ArgumentParser(prog="pixel-middleware", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run a pixel collector")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--sink", action="append", help="sink URL, repeatable (default: log:)")
-    serve.add_argument("--write-key", action="append", help="accepted write key, repeatable (default: any)")
-    serve.add_argument("--dialect", action="append", help="dialect to answer, repeatable (default: all)")
-    serve.add_argument("--prefix", default="", help="mount the pixel routes under this path")
-    serve.add_argument("--signing-key", default=os.environ.get("PIXEL_SIGNING_KEY"),
-                       help="verify signed URLs with this key (default: $PIXEL_SIGNING_KEY)")
-    serve.add_argument("--signing-key-fallback", action="append", help="an older key still accepted, repeatable")
-    serve.add_argument("--require-signature", action="store_true", help="reject unsigned URLs")
-    serve.add_argument("--signature-max-age", type=float, help="reject URLs signed longer ago (seconds)")
-    serve.add_argument("--click-allowed-host", action="append",
-                       help="host /v1/click redirects to without a signature, repeatable (*.example.com: subdomains)")
-    serve.add_argument("--machine-events", choices=("keep", "drop"), default="keep",
-                       help="record fetches by machines (Apple MPP, bots, prefetch) flagged, or drop them")
-    serve.add_argument("--dedup", help="one event per message: a window in seconds (in memory) or a redis:// URL")
-    serve.add_argument("--ip", choices=("full", "anonymize", "drop"), default="full", help="how much of the client address to keep")
-    serve.add_argument("--privacy-signals", choices=("anonymize", "drop", "ignore"), default="anonymize",
-                       help="what a request with Sec-GPC: 1 gets")
-    serve.add_argument("--dnt", action="store_true", help="treat DNT: 1 like Sec-GPC: 1")
-    serve.set_defaults(run=_serve)
+    serve = commands.add_parser("serve", help="run a pixel collector (gunicorn; --dev: werkzeug)")
+    server.add_arguments(serve)
+    serve.set_defaults(run=server.serve)
 
     url = commands.add_parser("url", help="print a pixel URL")
     url.add_argument("base_url")
@@ -160,6 +117,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     decode.set_defaults(run=_decode)
 
     args = parser.parse_args(argv)
-    if getattr(args, "require_signature", False) and not args.signing_key:
-        parser.error("--require-signature needs --signing-key or PIXEL_SIGNING_KEY")
     return args.run(args)

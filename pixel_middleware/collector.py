@@ -124,6 +124,8 @@ class Collector:
     :param privacy_signals: what a ``Sec-GPC: 1`` request gets:
         ``"anonymize"``, ``"drop"`` or ``"ignore"``. See :mod:`.privacy`.
     :param dnt: treat ``DNT: 1`` like ``Sec-GPC: 1``.
+    :param metrics: count events, rejections and the sink's health for
+        Prometheus (see :mod:`pixel_middleware.metrics`; needs prometheus_client).
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class Collector:
         ip: str = "full",
         privacy_signals: str = "anonymize",
         dnt: bool = False,
+        metrics: bool = False,
     ) -> None:
         self.sink = resolve_sink(sink)
         self.sender = sender if sender is not None else self
@@ -180,6 +183,11 @@ class Collector:
             self._steps += (PrivacyStep(ip, privacy_signals, dnt),)
         if dedup is not None:
             self._steps += (dedup_step(dedup, self._count),)
+        self._metrics: Any = None
+        if metrics:
+            from .metrics import Metrics
+
+            self._metrics = Metrics(self.rejections, self._count_lock, getattr(self.sink, "health", list))
         self._static: Dict[str, Match] = {}
         self._dynamic: List[Tuple[str, str, Any, Route]] = []
         for route in self.routes:
@@ -261,6 +269,9 @@ class Collector:
             # sent by any client, as often as it likes.
             _log.error("sink %r refused event %s: %s: %.200s", self.sink, event.get("messageId"), type(error).__name__, error)
             self._count("sink_error")
+            return event
+        if self._metrics is not None:
+            self._metrics.event(dialect.name, event["type"])
         return event
 
     def _count(self, reason: str) -> None:
@@ -277,5 +288,7 @@ class Collector:
             send_safely(event_rejected, self.sender, reason=reason, detail=detail, dialect=name)
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Flush and close the sink."""
+        """Flush and close the sink (then count its last figures)."""
         self.sink.close(timeout)
+        if self._metrics is not None:
+            self._metrics.close()

@@ -46,6 +46,8 @@ class PixelMiddleware:
     :param privacy_signals: ``"anonymize"`` (default), ``"drop"`` or
         ``"ignore"`` a request with ``Sec-GPC: 1``.
     :param dnt: treat ``DNT: 1`` like ``Sec-GPC: 1`` (default ``False``).
+    :param metrics: count events, rejections and sink health for Prometheus
+        (the ``metrics`` extra); serve them with :func:`~pixel_middleware.metrics_app`.
 
     GET records the event; HEAD gets the same headers and records nothing
     (link checkers and prefetchers use it); other methods get 405. Every
@@ -71,6 +73,7 @@ class PixelMiddleware:
         ip: str = "full",
         privacy_signals: str = "anonymize",
         dnt: bool = False,
+        metrics: bool = False,
     ) -> None:
         self.app = app if app is not None else _not_found
         self.collector = Collector(
@@ -89,6 +92,7 @@ class PixelMiddleware:
             ip=ip,
             privacy_signals=privacy_signals,
             dnt=dnt,
+            metrics=metrics,
         )
         self._match = self.collector.match
         self._respond = self.collector.respond

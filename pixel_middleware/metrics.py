@@ -1,0 +1,199 @@
+"""Prometheus metrics for a collector, correct across gunicorn workers (the ``metrics`` extra).
+
+Turn them on with ``PixelMiddleware(app, metrics=True)`` (``PIXEL_METRICS``
+in Flask; ``serve`` has them on) and mount :func:`metrics_app` where your
+scraper looks, or use ``serve --ops-port``, which answers ``/metrics``.
+
+=========================================  ===================================================
+``pixel_events_total{dialect,type}``        events accepted and handed to the sink
+``pixel_rejections_total{reason}``          requests refused, by reason (``invalid_write_key``,
+                                            ``bad_signature``, ``machine``, ``duplicate``...),
+                                            plus ``sink_error`` (events a sink would not take)
+                                            and ``dedup_unavailable`` (Redis outages; events
+                                            passed)
+``pixel_sink_delivered_total{sink}``        events the destination confirmed
+``pixel_sink_failed_batches_total{sink}``   delivery attempts that failed (then spooled)
+``pixel_sink_dead_lettered_total{sink}``    events the destination refused for good
+``pixel_sink_queue_depth{sink}``            events waiting in memory, summed over workers
+``pixel_sink_spool_bytes{sink}``            bytes spooled on disk for later delivery
+``pixel_sink_oldest_spooled_seconds{sink}``  age of the oldest spooled event
+=========================================  ===================================================
+
+What to alert on: ``pixel_sink_oldest_spooled_seconds`` growing (a
+destination has been down that long; the spool's disk cap is next),
+``pixel_sink_dead_lettered_total`` increasing at all (events the
+destination refuses: read the dead-letter file), a reason of
+``pixel_rejections_total`` rising against ``pixel_events_total`` (a
+broken template, a rotated key, an attack), and ``/readyz`` answering 503.
+Sink labels are names without credentials (:attr:`Sink.name`).
+
+Across processes: with ``PROMETHEUS_MULTIPROC_DIR`` set (``serve`` sets a
+fresh one per start) prometheus_client's multiprocess mode adds up what
+every worker wrote; call :func:`mark_process_dead` from gunicorn's
+``child_exit`` hook. Queue depth is summed over live workers; spool size
+and age take the largest figure of a live worker, since workers writing to
+one spool directory each see all of it.
+
+Cost: the request path only adds one to a per-process count (under a
+lock); a thread per process moves the counts into prometheus_client's
+values every second, and again before each scrape this process answers and
+at close, so a scrape may be up to a second behind the other workers.
+Writing prometheus_client's multiprocess values on every request would cost
+more than the 2 us a request may spend on metrics.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import Counter
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+
+_INTERVAL = 1.0
+_instruments: Optional[Dict[str, Any]] = None
+_instruments_lock = threading.Lock()
+_live: "weakref.WeakSet[Metrics]" = weakref.WeakSet()
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError:
+        raise RuntimeError('metrics need prometheus_client: pip install "pixel-middleware[metrics]"') from None
+    return prometheus_client
+
+
+def _get_instruments() -> Dict[str, Any]:
+    """The metric objects, made once per process: two collectors in one process share them."""
+    global _instruments
+    with _instruments_lock:
+        if _instruments is None:
+            p = _prometheus()
+            _instruments = {
+                "events": p.Counter("pixel_events", "Events accepted and handed to the sink", ["dialect", "type"]),
+                "rejections": p.Counter("pixel_rejections", "Requests refused, by reason", ["reason"]),
+                "delivered": p.Counter("pixel_sink_delivered", "Events the destination confirmed", ["sink"]),
+                "failed_batches": p.Counter("pixel_sink_failed_batches", "Delivery attempts that failed", ["sink"]),
+                "dead_lettered": p.Counter("pixel_sink_dead_lettered", "Events refused for good", ["sink"]),
+                "queue_depth": p.Gauge("pixel_sink_queue_depth", "Events waiting in memory", ["sink"],
+                                       multiprocess_mode="livesum"),
+                "spool_bytes": p.Gauge("pixel_sink_spool_bytes", "Bytes spooled for later delivery", ["sink"],
+                                       multiprocess_mode="livemax"),
+                "oldest_spooled_seconds": p.Gauge("pixel_sink_oldest_spooled_seconds",
+                                                  "Age of the oldest spooled event", ["sink"],
+                                                  multiprocess_mode="livemax"),
+            }
+        return _instruments
+
+
+class Metrics:
+    """One collector's counts, moved into prometheus_client by a thread of its own.
+
+    :param rejections: the collector's cumulative ``Counter`` of rejections
+        by reason, and ``lock`` the lock it is updated under.
+    :param health: returns the sink's :meth:`~pixel_middleware.Sink.health`.
+    """
+
+    def __init__(self, rejections: Counter, lock: threading.Lock, health: Callable[[], Iterable[Dict[str, Any]]]) -> None:
+        self._instruments = _get_instruments()
+        self._rejections = rejections
+        self._rejections_lock = lock
+        self._health = health
+        self._events: Counter = Counter()
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._seen: Dict[Tuple[str, ...], float] = {}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._pid: Optional[int] = None
+        _live.add(self)
+
+    def event(self, dialect: str, type_: str) -> None:
+        """Count one accepted event (the request path: one increment under a lock)."""
+        if self._pid != os.getpid():
+            self._start()
+        with self._lock:
+            self._events[dialect, type_] += 1
+
+    def _start(self) -> None:
+        with self._flush_lock:
+            if self._pid == os.getpid():
+                return
+            # After a fork the parent's counts are the parent's to report.
+            self._events, self._seen, self._pid = Counter(), {}, os.getpid()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="pixel-metrics", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(_INTERVAL):
+            self.flush()
+
+    def flush(self) -> None:
+        """Move what was counted since the last flush into prometheus_client; read the sinks' health."""
+        with self._flush_lock:
+            with self._lock:
+                events = dict(self._events)
+            with self._rejections_lock:
+                rejections = dict(self._rejections)
+            instruments = self._instruments
+            for (dialect, type_), total in events.items():
+                self._advance(("events", dialect, type_), total, instruments["events"].labels(dialect, type_))
+            for reason, total in rejections.items():
+                self._advance(("rejections", reason), total, instruments["rejections"].labels(reason))
+            try:
+                entries = list(self._health())
+            except Exception:  # a sink's health must never stop the counts
+                entries = []
+            for entry in entries:
+                sink = entry["sink"]
+                for name in ("delivered", "failed_batches", "dead_lettered"):
+                    self._advance((name, sink), entry[name], instruments[name].labels(sink))
+                for name in ("queue_depth", "spool_bytes", "oldest_spooled_seconds"):
+                    instruments[name].labels(sink).set(entry[name])
+
+    def _advance(self, key: Tuple[str, ...], total: float, counter: Any) -> None:
+        delta = total - self._seen.get(key, 0)
+        if delta > 0:
+            counter.inc(delta)
+            self._seen[key] = total
+
+    def close(self) -> None:
+        """A last flush, and the thread stops."""
+        self._stop.set()
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.join(5)
+        self.flush()
+        _live.discard(self)
+
+
+def mark_process_dead(pid: int) -> None:
+    """For gunicorn's ``child_exit`` hook: drop a dead worker's live gauges (its counters stay counted)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+def metrics_app() -> Callable:
+    """A WSGI app answering with the metrics in Prometheus' text format, for mounting where scrapers look.
+
+    Adds up every worker's figures when ``PROMETHEUS_MULTIPROC_DIR`` is set
+    (prometheus_client's multiprocess mode), else this process's registry.
+    """
+    p = _prometheus()
+    _get_instruments()
+
+    def app(environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        for metrics in list(_live):
+            metrics.flush()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = p.CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry = p.REGISTRY
+        return p.make_wsgi_app(registry)(environ, start_response)
+
+    return app

@@ -1,0 +1,419 @@
+"""``pixel-middleware serve``: the standalone collector on gunicorn, configured by flags or ``PIXEL_*`` variables.
+
+Every option has a flag and an environment variable named like the Flask
+config key (``--sink`` and ``PIXEL_SINK``, ``--write-key`` and
+``PIXEL_WRITE_KEYS``...); lists in the environment are comma-separated, and
+a flag wins over the environment. ``serve --print-config`` shows what is in
+effect and where it came from, secrets masked.
+
+The collector runs on gunicorn (the ``server`` extra), one collector per
+worker, each built after the fork (sinks hold threads and sockets, which a
+fork does not carry over). On SIGTERM or SIGINT gunicorn stops the workers
+from taking requests, and each worker closes its collector: events in
+memory are delivered, or spooled for the next start, never dropped.
+
+``--ops-port`` opens a second listener, meant for the cluster's network
+only (``--ops-host``, default 127.0.0.1), answering ``/healthz``,
+``/readyz``, ``/metrics`` and, with ``--debug-page``, the debug page (see
+:mod:`pixel_middleware.ops`). Requests are told apart by the port they
+arrived on, so none of these answers on the public pixel port.
+
+``--dev`` runs werkzeug's reloading development server instead, for local
+work. No server prints query strings: pixel URLs carry write keys.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .cli import make_app
+from .middleware import PixelMiddleware
+
+_log = logging.getLogger("pixel_middleware")
+
+_MASK = "********"
+#: Query parameters of a sink URL whose values are credentials.
+_SECRET_NAMES = re.compile(r"pass|secret|token|key|auth|credential|sasl", re.IGNORECASE)
+#: Where a comma in PIXEL_SINK starts the next sink (Kafka URLs hold commas of their own).
+_NEXT_SINK = re.compile(r",(?=\s*(?:log|file|memory|kafka|https?):)")
+
+
+class Option(NamedTuple):
+    """One ``serve`` option: its flag, its environment variable, how to read it."""
+
+    name: str
+    flag: str
+    env: str
+    kind: str  # "str", "int", "float", "bool", "list" or "choice"
+    default: Any
+    help: str
+    choices: Tuple[str, ...] = ()
+    secret: bool = False
+    #: A keyword of the collector (:func:`make_app`), rather than of the server.
+    collector: bool = True
+
+
+def _default_workers() -> int:
+    return 2 * (os.cpu_count() or 1)
+
+
+OPTIONS: Tuple[Option, ...] = (
+    Option("host", "--host", "PIXEL_HOST", "str", "127.0.0.1", "address of the public pixel listener", collector=False),
+    Option("port", "--port", "PIXEL_PORT", "int", 8000, "port of the public pixel listener", collector=False),
+    Option("workers", "--workers", "PIXEL_WORKERS", "int", None, "gunicorn worker processes (default: 2 x cores)",
+           collector=False),
+    Option("threads", "--threads", "PIXEL_THREADS", "int", 1, "threads per worker (more than 1: gthread workers)",
+           collector=False),
+    Option("ops_host", "--ops-host", "PIXEL_OPS_HOST", "str", "127.0.0.1",
+           "address of the ops listener (/healthz, /readyz, /metrics)", collector=False),
+    Option("ops_port", "--ops-port", "PIXEL_OPS_PORT", "int", None, "port of the ops listener (default: none)",
+           collector=False),
+    Option("ready_grace", "--ready-grace", "PIXEL_READY_GRACE", "float", 30.0,
+           "seconds a sink may fail before /readyz answers 503", collector=False),
+    Option("debug_page", "--debug-page", "PIXEL_DEBUG_PAGE", "bool", False,
+           "serve the debug page (last events, decode a URL) at / of the ops port", collector=False),
+    Option("proxies", "--proxies", "PIXEL_PROXIES", "int", 0,
+           "trust X-Forwarded-For/-Proto/-Host from this many proxies in front (werkzeug ProxyFix)", collector=False),
+    Option("shutdown_timeout", "--shutdown-timeout", "PIXEL_SHUTDOWN_TIMEOUT", "float", 10.0,
+           "seconds a stopping worker may spend delivering before it spools the rest", collector=False),
+    Option("sink", "--sink", "PIXEL_SINK", "list", None, "sink URL, repeatable (default: log:)"),
+    Option("write_keys", "--write-key", "PIXEL_WRITE_KEYS", "list", None,
+           "accepted write key, repeatable (default: any)", secret=True),
+    Option("dialects", "--dialect", "PIXEL_DIALECTS", "list", None, "dialect to answer, repeatable (default: all)"),
+    Option("prefix", "--prefix", "PIXEL_PREFIX", "str", "", "mount the pixel routes under this path"),
+    Option("signing_key", "--signing-key", "PIXEL_SIGNING_KEY", "str", None,
+           "verify signed URLs with this key (better in the environment: command lines are visible)", secret=True),
+    Option("signing_key_fallbacks", "--signing-key-fallback", "PIXEL_SIGNING_KEY_FALLBACKS", "list", None,
+           "an older key still accepted, repeatable", secret=True),
+    Option("require_signature", "--require-signature", "PIXEL_REQUIRE_SIGNATURE", "bool", False,
+           "reject unsigned URLs"),
+    Option("signature_max_age", "--signature-max-age", "PIXEL_SIGNATURE_MAX_AGE", "float", None,
+           "reject URLs signed longer ago (seconds)"),
+    Option("click_allowed_hosts", "--click-allowed-host", "PIXEL_CLICK_ALLOWED_HOSTS", "list", None,
+           "host /v1/click redirects to without a signature, repeatable (*.example.com: subdomains)"),
+    Option("machine_events", "--machine-events", "PIXEL_MACHINE_EVENTS", "choice", "keep",
+           "record fetches by machines (Apple MPP, bots, prefetch) flagged, or drop them", ("keep", "drop")),
+    Option("dedup", "--dedup", "PIXEL_DEDUP", "str", None,
+           "one event per message: a window in seconds (in memory) or a redis:// URL"),
+    Option("ip", "--ip", "PIXEL_IP", "choice", "full", "how much of the client address to keep",
+           ("full", "anonymize", "drop")),
+    Option("privacy_signals", "--privacy-signals", "PIXEL_PRIVACY_SIGNALS", "choice", "anonymize",
+           "what a request with Sec-GPC: 1 gets", ("anonymize", "drop", "ignore")),
+    Option("dnt", "--dnt", "PIXEL_DNT", "bool", False, "treat DNT: 1 like Sec-GPC: 1"),
+    Option("metrics", "--metrics", "PIXEL_METRICS", "bool", True,
+           "count events, rejections and sink health for /metrics (prometheus_client)"),
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of every option, defaulting to ``None`` so that the environment can fill what is not given."""
+    for option in OPTIONS:
+        kwargs: Dict[str, Any] = {"dest": option.name, "default": None, "help": option.help}
+        if option.kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif option.kind == "list":
+            kwargs["action"] = "append"
+        elif option.kind == "choice":
+            kwargs["choices"] = option.choices
+        elif option.kind in ("int", "float"):
+            kwargs["type"] = int if option.kind == "int" else float
+        parser.add_argument(option.flag, **kwargs)
+    parser.add_argument("--dev", action="store_true", help="werkzeug's reloading development server instead of gunicorn")
+    parser.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+
+
+def _from_env(option: Option, text: str) -> Any:
+    """``text`` from the environment as the option's kind; a bad value names the variable, never the value."""
+    if option.kind == "list":
+        parts = _NEXT_SINK.split(text) if option.name == "sink" else text.split(",")
+        return [part.strip() for part in parts if part.strip()] or None
+    if option.kind == "bool":
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{option.env} must be one of 1/true/yes/on or 0/false/no/off")
+    if option.kind in ("int", "float"):
+        try:
+            return (int if option.kind == "int" else float)(text)
+        except ValueError:
+            raise ValueError(f"{option.env} must be {'an integer' if option.kind == 'int' else 'a number'}") from None
+    if option.kind == "choice" and text not in option.choices:
+        raise ValueError(f"{option.env} must be one of {', '.join(option.choices)}")
+    return text
+
+
+def resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[Any, str]]:
+    """Each option's value and where it came from (``flag``, ``env`` or ``default``); flags win."""
+    environ = os.environ if environ is None else environ
+    settings: Dict[str, Tuple[Any, str]] = {}
+    for option in OPTIONS:
+        value = getattr(args, option.name, None)
+        if value is not None:
+            settings[option.name] = (value, "flag")
+        elif environ.get(option.env) is not None:
+            settings[option.name] = (_from_env(option, environ[option.env]), "env")
+        else:
+            default = _default_workers() if option.name == "workers" else option.default
+            settings[option.name] = (default, "default")
+    return settings
+
+
+def mask_sink_url(url: str) -> str:
+    """A sink URL fit to print: the userinfo's password and credential-like query values masked."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, host = netloc.rpartition("@")
+            user = userinfo.partition(":")[0]
+            netloc = f"{user}:{_MASK}@{host}" if ":" in userinfo else f"{_MASK}@{host}"
+        query = parts.query
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_NAMES.search(name) for name, _ in pairs):
+            query = urlencode([(name, _MASK if _SECRET_NAMES.search(name) else value) for name, value in pairs],
+                              safe="*,:/")
+        if netloc == parts.netloc and query == parts.query:
+            return url  # nothing to hide
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return _MASK
+
+
+def _shown(option: Option, value: Any) -> str:
+    if value is None:
+        return "-"
+    if option.secret:
+        return ", ".join(_MASK for _ in value) if isinstance(value, list) else _MASK
+    if option.name == "sink":
+        return ", ".join(mask_sink_url(url) for url in value)
+    if option.name == "dedup":
+        return mask_sink_url(value)  # redis://:password@host
+    if isinstance(value, list):
+        return ", ".join(value)
+    return str(value)
+
+
+def print_config(settings: Dict[str, Tuple[Any, str]], out: Any = None) -> None:
+    """The effective configuration, one option a line: variable, value (secrets masked), source."""
+    out = out or sys.stdout
+    for option in OPTIONS:
+        value, source = settings[option.name]
+        print(f"{option.env:<30} {_shown(option, value):<40} ({source})", file=out)
+
+
+def build(settings: Dict[str, Any]) -> "Collecting":
+    """The WSGI app one worker serves: the collector, and on the ops port the ops app."""
+    options = {o.name: settings[o.name] for o in OPTIONS if o.collector}
+    if not options["metrics"]:
+        del options["metrics"]  # off is the middleware's default
+    middleware = make_app(**options)
+    return Collecting(middleware, settings)
+
+
+class Collecting:
+    """The app ``serve`` runs in each worker: pixels on the public port, the ops app on the ops port."""
+
+    def __init__(self, middleware: PixelMiddleware, settings: Dict[str, Any]) -> None:
+        self.middleware = middleware
+        self.public: Callable = middleware
+        if settings.get("proxies"):
+            from werkzeug.middleware.proxy_fix import ProxyFix
+
+            n = settings["proxies"]
+            self.public = ProxyFix(middleware, x_for=n, x_proto=n, x_host=n)
+        self.ops: Optional[Callable] = None
+        self.ops_port = str(settings["ops_port"]) if settings.get("ops_port") else None
+        self.reporter: Any = None
+        state = settings.get("state_dir")
+        if self.ops_port and state:
+            from . import ops
+
+            status_dir = os.path.join(state, "status")
+            self.reporter = ops.StatusReporter(middleware.collector, status_dir,
+                                               recent=100 if settings.get("debug_page") else 0)
+            metrics_app = None
+            if settings.get("metrics"):
+                from .metrics import metrics_app as make_metrics_app
+
+                metrics_app = make_metrics_app()
+            self.ops = ops.ops_app(status_dir, ready_grace=settings["ready_grace"],
+                                   debug_page=bool(settings.get("debug_page")), metrics_app=metrics_app,
+                                   explain=_explainer(settings))
+
+    def start(self) -> None:
+        """Start what runs beside the requests in this process (after the fork)."""
+        if self.reporter is not None:
+            self.reporter.start()
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        # gunicorn sets SERVER_PORT from the listening socket: a header cannot move a request across.
+        if self.ops is not None and environ.get("SERVER_PORT") == self.ops_port:
+            return self.ops(environ, start_response)
+        return self.public(environ, start_response)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stop the status reporter, then deliver or spool what the collector holds."""
+        if self.reporter is not None:
+            self.reporter.stop()
+        self.middleware.close(timeout)
+
+
+def _explainer(settings: Dict[str, Any]) -> Callable[[str], Any]:
+    from .explain import explain
+
+    keys = {"write_keys": settings.get("write_keys"), "dialects": settings.get("dialects"),
+            "prefix": settings.get("prefix") or ""}
+    return lambda url: explain(url, **keys)
+
+
+class _RedactingFilter(logging.Filter):
+    """Hides query strings in gunicorn's error log: a malformed request line holding a write key is logged whole."""
+
+    _QUERY = re.compile(r"\?[^\s'\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "?" in message:
+            record.msg, record.args = self._QUERY.sub("?[query hidden]", message), None
+        return True
+
+
+def _gunicorn_logger() -> type:
+    from gunicorn.glogging import Logger
+
+    class RedactingLogger(Logger):
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for handler in self.error_log.handlers:
+                handler.addFilter(_RedactingFilter())
+
+    return RedactingLogger
+
+
+def _run_gunicorn(settings: Dict[str, Any]) -> None:
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:
+        raise SystemExit('serve needs gunicorn: pip install "pixel-middleware[server]" (or serve --dev)') from None
+
+    binds = [f"{settings['host']}:{settings['port']}"]
+    if settings.get("ops_port"):
+        binds.append(f"{settings['ops_host']}:{settings['ops_port']}")
+    shutdown = float(settings["shutdown_timeout"])
+    metrics_dir = os.path.join(settings["state_dir"], "metrics")
+
+    def post_worker_init(worker: Any) -> None:
+        worker.wsgi.start()
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        app = getattr(worker, "wsgi", None)
+        if isinstance(app, Collecting):
+            app.close(shutdown)
+
+    def child_exit(server: Any, worker: Any) -> None:
+        if settings.get("metrics"):
+            from .metrics import mark_process_dead
+
+            mark_process_dead(worker.pid)
+        try:
+            os.unlink(os.path.join(settings["state_dir"], "status", f"{worker.pid}.json"))
+        except OSError:
+            pass
+
+    config = {
+        "bind": binds,
+        "workers": settings["workers"],
+        "threads": settings["threads"],
+        "worker_class": "gthread" if settings["threads"] > 1 else "sync",
+        "graceful_timeout": int(shutdown) + 20,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "logger_class": _gunicorn_logger(),
+        "proc_name": "pixel-collector",
+        "post_worker_init": post_worker_init,
+        "worker_exit": worker_exit,
+        "child_exit": child_exit,
+    }
+    if settings.get("metrics"):
+        os.makedirs(metrics_dir, exist_ok=True)
+        # Read by prometheus_client when a worker first imports it: set before the fork.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+    class Application(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in config.items():
+                self.cfg.set(key, value)
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn 27: one per user, shared by every server
+                self.cfg.set("control_socket_disable", True)
+
+        def load(self) -> Any:  # in each worker, after the fork
+            return build(settings)
+
+    Application().run()
+
+
+def _run_dev(settings: Dict[str, Any]) -> None:
+    from werkzeug.serving import make_server, run_simple
+
+    app = build(settings)
+    app.start()
+    if app.ops is not None:
+        ops_server = make_server(settings["ops_host"], settings["ops_port"], app.ops, threaded=True)
+        threading.Thread(target=ops_server.serve_forever, daemon=True, name="pixel-ops").start()
+    try:
+        run_simple(settings["host"], settings["port"], app.public, threaded=True, use_reloader=True)
+    finally:
+        app.close(settings["shutdown_timeout"])
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the collector as ``args`` and the environment say."""
+    try:
+        resolved = resolve(args)
+    except ValueError as error:
+        print(f"pixel-middleware serve: {error}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print_config(resolved)
+        return 0
+    settings = {name: value for name, (value, _) in resolved.items()}
+    if settings["require_signature"] and not settings["signing_key"]:
+        print("pixel-middleware serve: --require-signature needs --signing-key or PIXEL_SIGNING_KEY", file=sys.stderr)
+        return 2
+    if settings["ops_port"] and settings["ops_port"] == settings["port"]:
+        print("pixel-middleware serve: --ops-port must differ from --port", file=sys.stderr)
+        return 2
+    if settings["metrics"]:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            settings["metrics"] = False  # without the extra: no /metrics, the rest works
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # werkzeug's access log (--dev) prints whole URLs, and pixel URLs carry write keys.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    settings["state_dir"] = tempfile.mkdtemp(prefix="pixel-serve-")
+    os.makedirs(os.path.join(settings["state_dir"], "status"))
+    sinks = ", ".join(mask_sink_url(url) for url in settings["sink"] or ["log:"])
+    ops = f"; ops on http://{settings['ops_host']}:{settings['ops_port']}/" if settings["ops_port"] else ""
+    print(f"pixel collector on http://{settings['host']}:{settings['port']}/ (sink: {sinks}{ops})",
+          file=sys.stderr, flush=True)
+    try:
+        if args.dev:
+            _run_dev(settings)
+        else:
+            _run_gunicorn(settings)
+    finally:
+        shutil.rmtree(settings["state_dir"], ignore_errors=True)
+    return 0

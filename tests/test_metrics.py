@@ -1,0 +1,95 @@
+"""Prometheus metrics in one process (the multiprocess case runs under gunicorn in tests/test_serve.py)."""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.test import Client
+
+from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url, metrics_app
+
+Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
+
+
+def scrape() -> Samples:
+    response = Client(metrics_app()).get("/metrics")
+    assert response.status_code == 200
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_events_and_rejections_are_counted_exactly() -> None:
+    before = scrape()
+    app = PixelMiddleware(None, sink=MemorySink(), write_keys=["k"], metrics=True)
+    client = Client(app)
+    for i in range(3):
+        client.get(build_pixel_url("http://x", "Opened", user_id=f"u{i}", write_key="k"))
+    client.get(build_pixel_url("http://x", "Pricing", type="page", anonymous_id="a", write_key="k", dialect="rudderstack"))
+    client.get(build_pixel_url("http://x", "Opened", user_id="u", write_key="wrong"))
+    client.get("/v1/pixel/track?wk=k")  # no event name
+    after = scrape()
+    app.close()
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("pixel_events_total", dialect="compact", type="track") == 3
+    assert grew("pixel_events_total", dialect="rudderstack", type="page") == 1
+    assert grew("pixel_rejections_total", reason="invalid_write_key") == 1
+    assert grew("pixel_rejections_total", reason="missing_event") == 1
+
+
+def test_two_collectors_in_one_process_share_the_metrics() -> None:
+    first = PixelMiddleware(None, sink=MemorySink(), metrics=True)
+    second = PixelMiddleware(None, sink=MemorySink(), metrics=True)  # no "Duplicated timeseries"
+    before = scrape()
+    for app in (first, second):
+        Client(app).get(build_pixel_url("http://x", "Shared", user_id="u", write_key="k"))
+    grown = value(scrape(), "pixel_events_total", dialect="compact", type="track") - value(
+        before, "pixel_events_total", dialect="compact", type="track")
+    first.close()
+    second.close()
+    assert grown == 2
+
+
+def test_sink_figures_follow_an_outage_and_name_no_credentials(tmp_path) -> None:
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.sinks.sinkhelpers import Endpoint, handler_for, wait_until
+
+    endpoint = Endpoint()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(endpoint))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = (f"http://user:hunter2@127.0.0.1:{server.server_address[1]}/v1/batch"
+           f"#spool_dir={tmp_path}&retries=0&retry_backoff=0.1&retry_backoff_max=0.3&linger=0.02&timeout=2")
+    app = PixelMiddleware(None, sink=url, metrics=True)
+    sink_name = app.sink.name
+    client = Client(app)
+    try:
+        endpoint.default = (503, {})
+        for i in range(5):
+            client.get(build_pixel_url("http://x", "Opened", user_id=f"u{i}", write_key="k"))
+        assert wait_until(lambda: value(scrape(), "pixel_sink_spool_bytes", sink=sink_name) > 0, 15)
+        down = scrape()
+        assert value(down, "pixel_sink_failed_batches_total", sink=sink_name) >= 1
+        assert value(down, "pixel_sink_oldest_spooled_seconds", sink=sink_name) >= 0
+        endpoint.default = (200, {})
+        assert wait_until(lambda: value(scrape(), "pixel_sink_delivered_total", sink=sink_name) == 5, 15)
+        up = scrape()
+        assert value(up, "pixel_sink_spool_bytes", sink=sink_name) == 0
+        assert value(up, "pixel_sink_queue_depth", sink=sink_name) == 0
+        text = Client(metrics_app()).get("/metrics").get_data(as_text=True)
+        assert "hunter2" not in text and "user" not in sink_name
+    finally:
+        app.close(5)
+        server.shutdown()
+        server.server_close()
