@@ -92,6 +92,7 @@ def test_defaults() -> None:
         "ip": "full",
         "privacy_signals": "anonymize",
         "dnt": False,
+        "metrics": False,
     }
     assert state.signing_key is None  # no SECRET_KEY either
     # With no PIXEL_WRITE_KEY and no PIXEL_WRITE_KEYS, any key is accepted.
@@ -192,3 +193,22 @@ def test_a_sink_built_from_a_url_is_closed_with_its_app(monkeypatch: pytest.Monk
     del app, other
     gc.collect()
     assert ClosingSink.closed == [10]  # the URL-built sink; the one passed in is its owner's to close
+
+
+def test_pixel_metrics_counts_the_apps_events():
+    from prometheus_client.parser import text_string_to_metric_families
+    from werkzeug.test import Client
+
+    from pixel_middleware import metrics_app
+
+    def opened() -> float:
+        text = Client(metrics_app()).get("/metrics").get_data(as_text=True)
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "pixel_events_total" and s.labels == {"dialect": "compact", "type": "track"})
+
+    app = Flask(__name__)
+    app.config.update(PIXEL_WRITE_KEY="k", PIXEL_SINK="memory:", PIXEL_METRICS=True)
+    Pixel(app)
+    before = opened()
+    assert app.test_client().get("/v1/pixel/track?wk=k&e=Opened&uid=u1").status_code == 200
+    assert opened() == before + 1
