@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from typing import Any, List, Optional
@@ -45,41 +44,12 @@ def _url(args: argparse.Namespace) -> int:
 
 def _decode(args: argparse.Namespace) -> int:
     """Run ``args.url`` through the collector's pipeline into memory: nothing is sent anywhere."""
-    from urllib.parse import urlsplit
+    from .explain import explain
 
-    from werkzeug.test import EnvironBuilder
-
-    from .collector import Collector
-    from .signals import event_rejected
-    from .sinks import MemorySink
-
-    collector = Collector(sink=MemorySink(), dialects=args.dialect or None,
-                          write_keys=args.write_key or None, prefix=args.prefix)
-    parts = urlsplit(args.url)
-    environ = EnvironBuilder(path=parts.path or "/", query_string=parts.query,
-                             base_url=f"{parts.scheme or 'http'}://{parts.netloc or 'localhost'}").get_environ()
-    match = collector.match(environ["PATH_INFO"])
-    if match is None:
-        print("not_a_pixel_route: no dialect answers this path", file=sys.stderr)
-        return 1
-    rejected: List[str] = []
-
-    def note(sender: object, reason: str, detail: str, **_: object) -> None:
-        rejected.append(f"{reason}: {detail}")
-
-    event_rejected.connect(note, sender=collector)
-    # The verdict goes to stdout/stderr below; the collector's own warning would repeat it.
-    log = logging.getLogger("pixel_middleware")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        event = collector.collect(environ, match)
-    finally:
-        log.setLevel(level)
-        event_rejected.disconnect(note, sender=collector)
-        collector.close(timeout=1)
+    event, reason = explain(args.url, dialects=args.dialect or None, write_keys=args.write_key or None,
+                            prefix=args.prefix)
     if event is None:
-        print(rejected[0] if rejected else "rejected", file=sys.stderr)
+        print(reason, file=sys.stderr)
         return 1
     print(json.dumps(event, indent=2, sort_keys=True, default=str))
     return 0

@@ -24,6 +24,7 @@ work. No server prints query strings: pixel URLs carry write keys.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .cli import make_app
@@ -395,11 +396,8 @@ def serve(args: argparse.Namespace) -> int:
     if settings["ops_port"] and settings["ops_port"] == settings["port"]:
         print("pixel-middleware serve: --ops-port must differ from --port", file=sys.stderr)
         return 2
-    if settings["metrics"]:
-        try:
-            import prometheus_client  # noqa: F401
-        except ImportError:
-            settings["metrics"] = False  # without the extra: no /metrics, the rest works
+    if settings["metrics"] and importlib.util.find_spec("prometheus_client") is None:
+        settings["metrics"] = False  # without the extra: no /metrics, the rest works
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # werkzeug's access log (--dev) prints whole URLs, and pixel URLs carry write keys.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

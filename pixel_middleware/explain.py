@@ -1,0 +1,64 @@
+"""What a pixel URL decodes to, or why it is rejected, sending nothing anywhere.
+
+One answer for ``pixel-middleware decode URL`` and the debug page's box:
+the URL runs through a real :class:`~pixel_middleware.Collector` (the same
+dialects, checks and steps as a live request) into a
+:class:`~pixel_middleware.MemorySink`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, List, Optional, Tuple
+from urllib.parse import urlsplit
+
+from .events import Event
+
+#: A URL too long to be a pixel URL is not parsed at all.
+MAX_URL_CHARS = 64 * 1024
+
+
+def explain(url: str, **collector_options: Any) -> Tuple[Optional[Event], Optional[str]]:
+    """``(event, None)`` for a URL the collector would accept, ``(None, "reason: detail")`` otherwise.
+
+    ``collector_options`` are :class:`~pixel_middleware.Collector`'s
+    (``write_keys``, ``dialects``, ``prefix``, ``signing_key``...); the sink
+    is always a MemorySink. Never raises for any ``url``.
+    """
+    from werkzeug.test import EnvironBuilder
+
+    from .collector import Collector
+    from .signals import event_rejected
+    from .sinks import MemorySink
+
+    if len(url) > MAX_URL_CHARS:
+        return None, "query_too_long: the URL is too long to be a pixel URL"
+    try:
+        parts = urlsplit(url.strip())
+        environ = EnvironBuilder(path=parts.path or "/", query_string=parts.query,
+                                 base_url=f"{parts.scheme or 'http'}://{parts.netloc or 'localhost'}").get_environ()
+    except (ValueError, UnicodeError):
+        return None, "invalid_url: this is not a URL"
+    options = {name: value for name, value in collector_options.items() if value is not None}
+    collector = Collector(sink=MemorySink(), **options)
+    match = collector.match(environ["PATH_INFO"])
+    if match is None:
+        return None, "not_a_pixel_route: no dialect answers this path"
+    rejected: List[str] = []
+
+    def note(sender: object, reason: str, detail: str, **_: object) -> None:
+        rejected.append(f"{reason}: {detail}")
+
+    event_rejected.connect(note, sender=collector)
+    # The verdict is the answer; the collector's own warning would repeat it.
+    log = logging.getLogger("pixel_middleware")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        event = collector.collect(environ, match)
+    finally:
+        log.setLevel(level)
+        event_rejected.disconnect(note, sender=collector)
+        collector.close(timeout=1)
+    if event is None:
+        return None, rejected[0] if rejected else "rejected"
+    return event, None
