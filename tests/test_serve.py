@@ -1,0 +1,207 @@
+"""`pixel-middleware serve` as an operator runs it: real gunicorn workers, the environment, the ops port."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pixel_middleware.gif import GIF
+from tests.helpers import ROOT, free_port, wait_until
+from tests.test_browser import CHROMIUM_FLAGS, chromium  # noqa: F401 - the fixture
+
+WRITE_KEY = "SECRET-WK-31337"
+
+
+def get(url: str, **headers: str) -> Tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read()
+
+
+def pixel(port: int, name: str, mid: str, **headers: str) -> int:
+    status, body = get(f"http://127.0.0.1:{port}/v1/pixel/track?wk={WRITE_KEY}&e={name}&uid=u-{mid}&mid={mid}", **headers)
+    assert body == GIF
+    return status
+
+
+def print_config(*flags: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIXEL_")}
+    return subprocess.run([sys.executable, "-m", "pixel_middleware", "serve", "--print-config", *flags],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**clean, "PYTHONPATH": str(ROOT), **env})
+
+
+def test_print_config_flags_win_over_the_environment_and_secrets_are_masked() -> None:
+    done = print_config(
+        "--port", "9001", "--write-key", "flag-key-1",
+        PIXEL_PORT="9000", PIXEL_WORKERS="3", PIXEL_DNT="yes", PIXEL_SIGNING_KEY="sign-secret-1",
+        PIXEL_SINK="kafka://h1:9092,h2:9092/raw?sasl.password=kafka-secret-1,https://u:http-secret-1@x.test/v1/batch",
+        PIXEL_WRITE_KEYS="env-key-1,env-key-2", PIXEL_DEDUP="redis://:redis-secret-1@127.0.0.1:6379/0",
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert rows["PIXEL_PORT"].split()[1:] == ["9001", "(flag)"]
+    assert rows["PIXEL_WORKERS"].split()[1:] == ["3", "(env)"]
+    assert rows["PIXEL_DNT"].split()[1:] == ["True", "(env)"]
+    assert rows["PIXEL_IP"].split()[1:] == ["full", "(default)"]
+    assert "kafka://h1:9092,h2:9092/raw" in rows["PIXEL_SINK"] and "https://u:" in rows["PIXEL_SINK"]
+    assert rows["PIXEL_WRITE_KEYS"].endswith("(flag)")
+    for secret in ("flag-key-1", "env-key", "sign-secret-1", "kafka-secret-1", "http-secret-1", "redis-secret-1"):
+        assert secret not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name, value", [("PIXEL_PORT", "eighty"), ("PIXEL_DNT", "perhaps"), ("PIXEL_IP", "half")])
+def test_a_bad_environment_value_names_the_variable(name: str, value: str) -> None:
+    done = print_config(**{name: value})
+    assert done.returncode == 2 and name in done.stderr and value not in done.stderr
+
+
+def worker_pids(master: int) -> List[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == master:
+                pids.append(int(entry))
+    return pids
+
+
+def scrape(ops: str) -> Dict[Any, float]:
+    status, body = get(ops + "/metrics")
+    assert status == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+
+
+def test_two_workers_answer_pixels_publicly_and_health_metrics_only_on_the_ops_port(start: Any, tmp_path: Path) -> None:
+    port, ops_port = free_port(), free_port()
+    events = tmp_path / "events.jsonl"
+    process = start(["-m", "pixel_middleware", "serve", "--workers", "2", "--port", str(port),
+                     "--ops-port", str(ops_port), "--ready-grace", "5"], port,
+                    env={"PIXEL_SINK": f"file:{events}", "PIXEL_WRITE_KEYS": WRITE_KEY})
+    public, ops = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops_port}"
+    for path in ("/healthz", "/readyz", "/metrics", "/"):
+        assert get(public + path)[0] == 404, path  # never on the public port
+    assert get(ops + "/healthz") == (200, b"ok\n")
+    assert wait_until(lambda: get(ops + "/readyz")[0] == 200 and json.loads(get(ops + "/readyz")[1])["workers"] == 2, 30)
+    assert json.loads(get(ops + "/readyz")[1])["sinks"] == [f"file:{events}"]
+
+    for i in range(40):
+        assert pixel(port, "Opened", f"m{i}") == 200
+    get(f"{public}/v1/pixel/track?wk=wrong-key&e=Opened&uid=u")
+    key = ("pixel_events_total", (("dialect", "compact"), ("type", "track")))
+    assert wait_until(lambda: scrape(ops).get(key) == 40, 15), scrape(ops)
+    assert scrape(ops)[("pixel_rejections_total", (("reason", "invalid_write_key"),))] == 1
+    assert len(events.read_text().splitlines()) == 40
+
+    # A worker dies: what it counted stays counted, and gunicorn starts another.
+    master = process.proc.pid
+    victim = worker_pids(master)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: victim not in worker_pids(master) and len(worker_pids(master)) == 2, 30)
+    for i in range(40, 50):
+        assert pixel(port, "Opened", f"m{i}") == 200
+    assert wait_until(lambda: scrape(ops).get(key) == 50, 15), scrape(ops)
+    text = get(ops + "/metrics")[1].decode()
+    assert WRITE_KEY not in text and "wrong-key" not in text
+    process.stop()
+    assert WRITE_KEY not in process.output() and "wrong-key" not in process.output()
+
+
+def test_gunicorn_error_log_hides_the_query_of_a_malformed_request(start: Any) -> None:
+    port = free_port()
+    process = start(["-m", "pixel_middleware", "serve", "--workers", "1", "--port", str(port)], port)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET /v1/pixel/track?wk={WRITE_KEY}&e=x HTTP/1.1 extra\r\n\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"G\x01T /v1/pixel/track?wk={WRITE_KEY} HTTP/1.1\r\n\r\n".encode())
+        sock.recv(100)
+    process.wait_for(lambda line: "Invalid request" in line)
+    time.sleep(0.5)
+    process.stop()
+    assert WRITE_KEY not in process.output(), process.output()
+
+
+@pytest.mark.parametrize("proxies, expected", [(None, "127.0.0.1"), ("1", "203.0.113.9")])
+def test_client_address_behind_a_proxy(start: Any, tmp_path: Path, proxies: Any, expected: str) -> None:
+    port = free_port()
+    events = tmp_path / "events.jsonl"
+    argv = ["-m", "pixel_middleware", "serve", "--workers", "1", "--port", str(port), "--sink", f"file:{events}"]
+    start(argv + (["--proxies", proxies] if proxies else []), port)
+    assert pixel(port, "Opened", "p1", **{"X-Forwarded-For": "203.0.113.9"}) == 200
+    assert wait_until(lambda: events.exists() and events.read_text(), 10)
+    (event,) = [json.loads(line) for line in events.read_text().splitlines()]
+    assert event["context"]["ip"] == expected
+
+
+def test_dev_server_serves_pixels(start: Any, tmp_path: Path) -> None:
+    port = free_port()
+    events = tmp_path / "events.jsonl"
+    start(["-m", "pixel_middleware", "serve", "--dev", "--port", str(port), "--sink", f"file:{events}"], port)
+    assert wait_until(lambda: pixel(port, "Opened", "d1") == 200, 10)
+    assert wait_until(lambda: events.exists() and "d1" in events.read_text(), 10)
+
+
+def test_debug_page_in_chromium_shows_the_latest_events_across_workers(
+    start: Any, chromium: str, tmp_path: Path  # noqa: F811 - the fixture
+) -> None:
+    port, ops_port = free_port(), free_port()
+    start(["-m", "pixel_middleware", "serve", "--workers", "2", "--port", str(port), "--ops-port", str(ops_port),
+           "--debug-page", "--sink", "memory:", "--write-key", WRITE_KEY], port)
+    ops = f"http://127.0.0.1:{ops_port}"
+    for i in range(6):
+        assert pixel(port, f"Debug+Event+{i}", f"d{i}", **{"X-Forwarded-For": "198.51.100.7"}) == 200
+        time.sleep(0.05)  # distinct times: the page orders by them
+    get(f"http://127.0.0.1:{port}/v1/pixel/track?wk=wrong&e=<script>alert(1)</script>&uid=u")
+    assert pixel(port, "%3C%2Ftextarea%3E%3Cscript%3Ealert(2)%3C%2Fscript%3E", "x1") == 200
+    assert wait_until(lambda: b"Debug Event 5" in get(ops + "/")[1] and b"invalid_write_key" in get(ops + "/")[1], 15)
+
+    profile = f"--user-data-dir={tmp_path / 'profile'}"
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, profile, "--dump-dom", ops + "/"],
+                         capture_output=True, text=True, timeout=90)
+    assert dom.returncode == 0, dom.stderr
+    page = dom.stdout
+    positions = [page.index(f"Debug Event {i}") for i in range(6)]
+    assert positions == sorted(positions, reverse=True), "newest first"
+    assert "rejected: invalid_write_key" in page
+    assert WRITE_KEY not in page and "<script>alert" not in page
+    assert "&lt;/textarea&gt;&lt;script&gt;alert(2)" in page
+    assert "127.0.0.0" in page and "127.0.0.1" not in page  # anonymised
+
+    shot = tmp_path / "page.png"
+    done = subprocess.run([chromium, *CHROMIUM_FLAGS, profile, "--window-size=1200,900", f"--screenshot={shot}",
+                           ops + "/"], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0 and shot.exists(), done.stderr
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.size == (1200, 900)
+        colours = image.convert("L").getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) > 10, "a blank screenshot"
+
+    url = urllib.request.quote(f"http://127.0.0.1:{port}/v1/pixel/track?wk={WRITE_KEY}&e=Pasted&uid=u7", safe="")
+    explained = subprocess.run([chromium, *CHROMIUM_FLAGS, profile, "--dump-dom", f"{ops}/explain?url={url}"],
+                               capture_output=True, text=True, timeout=90).stdout
+    assert "accepted" in explained and "&quot;Pasted&quot;" in explained.replace('"', "&quot;")
+    assert WRITE_KEY not in explained
+    status, body = get(f"{ops}/explain?url=" + urllib.request.quote(f"http://x/v1/pixel/track?wk=nope&e=P&uid=u", safe=""))
+    assert status == 200 and b"invalid_write_key" in body
