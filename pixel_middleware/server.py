@@ -338,6 +338,9 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
         "threads": settings["threads"],
         "worker_class": "gthread" if settings["threads"] > 1 else "sync",
         "graceful_timeout": int(shutdown) + 20,
+        # gunicorn's largest bounded request line (its default is 4094): long Segment
+        # pixels fit, and a longer line still gets its 414 rather than unbounded memory.
+        "limit_request_line": 8190,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",

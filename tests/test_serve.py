@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pixel_middleware.gif import GIF
-from tests.helpers import ROOT, free_port, wait_until
+from tests.helpers import ROOT, children, free_port, wait_until
 from tests.test_browser import CHROMIUM_FLAGS, chromium  # noqa: F401 - the fixture
 
 WRITE_KEY = "SECRET-WK-31337"
@@ -71,19 +71,6 @@ def test_a_bad_environment_value_names_the_variable(name: str, value: str) -> No
     assert done.returncode == 2 and name in done.stderr and value not in done.stderr
 
 
-def worker_pids(master: int) -> List[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                pids.append(int(entry))
-    return pids
-
-
 def scrape(ops: str) -> Dict[Any, float]:
     status, body = get(ops + "/metrics")
     assert status == 200
@@ -114,9 +101,9 @@ def test_two_workers_answer_pixels_publicly_and_health_metrics_only_on_the_ops_p
 
     # A worker dies: what it counted stays counted, and gunicorn starts another.
     master = process.proc.pid
-    victim = worker_pids(master)[0]
+    victim = children(master)[0]
     os.kill(victim, signal.SIGKILL)
-    assert wait_until(lambda: victim not in worker_pids(master) and len(worker_pids(master)) == 2, 30)
+    assert wait_until(lambda: victim not in children(master) and len(children(master)) == 2, 30)
     for i in range(40, 50):
         assert pixel(port, "Opened", f"m{i}") == 200
     assert wait_until(lambda: scrape(ops).get(key) == 50, 15), scrape(ops)

@@ -21,7 +21,7 @@ from sinkhelpers import Broker, Endpoint, fire, free_port, wait_until
 
 from pixel_middleware import HttpSink, KafkaSink, event_received
 from pixel_middleware.sinks.http import _retry_after
-from tests.helpers import Process
+from tests.helpers import Process, children
 
 GOOD = [f"good{i}" for i in range(10)]
 
@@ -247,7 +247,8 @@ def test_poison_through_serve_then_kill_9_then_restart_delivers_every_good_event
             assert get(port, f"/v1/pixel/track?wk=k&e=Opened&uid=u{i}&mid={mid}&p.s=%E2%80%A8") == 200
             assert get(port, POISON_PIXELS[i % len(POISON_PIXELS)]) == 200
         assert wait_until(lambda: spooled_lines(spool) >= 20, 20), first.output()
-        first.proc.send_signal(signal.SIGKILL)
+        for pid in [*children(first.proc.pid), first.proc.pid]:  # the master and its gunicorn workers
+            os.kill(pid, signal.SIGKILL)
         first.proc.wait(10)
     finally:
         first.stop()
