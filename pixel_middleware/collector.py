@@ -18,7 +18,7 @@ from .dedup import dedup_step
 from . import clicks
 from .dialects import Dialect, DialectSpec, get_dialects
 from .events import DecodeError, Event, enrich, now, parse_query
-from .gif import respond
+from .gif import GIF, respond
 from .privacy import PrivacyStep
 from .signals import event_received, event_rejected, send_safely
 from .signing import Key, Verifier
@@ -126,6 +126,13 @@ class Collector:
     :param dnt: treat ``DNT: 1`` like ``Sec-GPC: 1``.
     :param metrics: count events, rejections and the sink's health for
         Prometheus (see :mod:`pixel_middleware.metrics`; needs prometheus_client).
+    :param after_response: record a pixel's event once its GIF is written,
+        when the server closes the response (PEP 3333 servers all call
+        ``close()``), instead of before answering. The client gets its GIF
+        sooner, and a server that waits for the client to close the
+        connection (gunicorn's sync workers do) does the work meanwhile.
+        ``serve`` turns it on. The click route still decides first: its
+        answer depends on the verdict.
     """
 
     def __init__(
@@ -147,8 +154,10 @@ class Collector:
         privacy_signals: str = "anonymize",
         dnt: bool = False,
         metrics: bool = False,
+        after_response: bool = False,
     ) -> None:
         self.sink = resolve_sink(sink)
+        self._after_response = after_response
         self.sender = sender if sender is not None else self
         self.prefix = prefix.rstrip("/")
         self.routes = _routes(get_dialects(dialects), self.prefix)
@@ -222,6 +231,9 @@ class Collector:
             return clicks.answer(self, environ, match, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
         if method == "GET":
+            if self._after_response:
+                respond(method, start_response)
+                return _RecordOnClose(self, environ, match)
             self.collect(environ, match)
         return respond(method, start_response)
 
@@ -292,3 +304,23 @@ class Collector:
         self.sink.close(timeout)
         if self._metrics is not None:
             self._metrics.close()
+
+
+class _RecordOnClose(list):
+    """The GIF as a response body whose ``close()`` records the event (``after_response``).
+
+    A list, so that servers write it as they write any one-chunk body.
+    """
+
+    __slots__ = ("_collector", "_environ", "_match")
+
+    def __init__(self, collector: Collector, environ: Mapping[str, Any], match: Match) -> None:
+        super().__init__((GIF,))
+        self._collector: Optional[Collector] = collector
+        self._environ = environ
+        self._match = match
+
+    def close(self) -> None:
+        collector, self._collector = self._collector, None
+        if collector is not None:  # once, however often a server calls close()
+            collector.collect(self._environ, self._match)

@@ -48,6 +48,9 @@ class PixelMiddleware:
     :param dnt: treat ``DNT: 1`` like ``Sec-GPC: 1`` (default ``False``).
     :param metrics: count events, rejections and sink health for Prometheus
         (the ``metrics`` extra); serve them with :func:`~pixel_middleware.metrics_app`.
+    :param after_response: record each pixel's event when the server closes
+        the response, after the GIF is written, rather than before answering
+        (see :class:`~pixel_middleware.Collector`; ``serve`` does this).
 
     GET records the event; HEAD gets the same headers and records nothing
     (link checkers and prefetchers use it); other methods get 405. Every
@@ -74,6 +77,7 @@ class PixelMiddleware:
         privacy_signals: str = "anonymize",
         dnt: bool = False,
         metrics: bool = False,
+        after_response: bool = False,
     ) -> None:
         self.app = app if app is not None else _not_found
         self.collector = Collector(
@@ -93,6 +97,7 @@ class PixelMiddleware:
             privacy_signals=privacy_signals,
             dnt=dnt,
             metrics=metrics,
+            after_response=after_response,
         )
         self._match = self.collector.match
         self._respond = self.collector.respond

@@ -218,7 +218,9 @@ def build(settings: Dict[str, Any]) -> "Collecting":
     options = {o.name: settings[o.name] for o in OPTIONS if o.collector}
     if not options["metrics"]:
         del options["metrics"]  # off is the middleware's default
-    middleware = make_app(**options)
+    # The GIF first, the event as the server closes the response: gunicorn's sync workers
+    # wait for the client to close the connection, and the event is recorded meanwhile.
+    middleware = make_app(after_response=True, **options)
     return Collecting(middleware, settings)
 
 

@@ -340,3 +340,27 @@ def test_third_party_dialect_from_an_entry_point(tmp_path, monkeypatch, sink):
     fire(client, "/echo/Opened?u=u1")
     fire(client, TRACK)
     assert [(e["event"], e["userId"]) for e in sink.events] == [("Opened", "u1"), ("Email Opened", "u1")]
+
+
+def test_after_response_records_the_event_when_the_server_closes_the_body():
+    from werkzeug.test import EnvironBuilder
+
+    sink = MemorySink()
+    app = PixelMiddleware(None, sink=sink, after_response=True)
+    environ = EnvironBuilder(path="/v1/pixel/track", query_string="wk=k&e=Opened&uid=u1").get_environ()
+    statuses = []
+    body = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses == ["200 OK"] and list(body) == [GIF]
+    assert sink.events == []  # the GIF is on its way; nothing recorded yet
+    body.close()
+    body.close()  # servers may close twice: one event
+    assert [e["userId"] for e in sink.events] == ["u1"]
+
+    head = EnvironBuilder(path="/v1/pixel/track", method="HEAD", query_string="wk=k&e=Opened&uid=u2").get_environ()
+    body = app(head, lambda *args: None)
+    getattr(body, "close", lambda: None)()
+    rejected = EnvironBuilder(path="/v1/pixel/track", query_string="e=Opened&uid=u3").get_environ()
+    body = app(rejected, lambda *args: None)
+    assert list(body) == [GIF]
+    body.close()
+    assert len(sink.events) == 1 and sum(app.rejections.values()) == 1  # counted at close, too
