@@ -99,28 +99,31 @@ class Metrics:
         self._rejections = rejections
         self._rejections_lock = lock
         self._health = health
-        self._events: Counter = Counter()
+        self._events: Dict[Tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._seen: Dict[Tuple[str, ...], float] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._pid: Optional[int] = None
         _live.add(self)
 
     def event(self, dialect: str, type_: str) -> None:
         """Count one accepted event (the request path: one increment under a lock)."""
-        if self._pid != os.getpid():
+        if self._thread is None:
             self._start()
+        key = (dialect, type_)
         with self._lock:
-            self._events[dialect, type_] += 1
+            self._events[key] = self._events.get(key, 0) + 1
+
+    def _forked(self) -> None:
+        # The parent's counts are the parent's to report, and its thread did not come along.
+        self._events, self._seen, self._thread = {}, {}, None
+        self._lock, self._flush_lock = threading.Lock(), threading.Lock()
 
     def _start(self) -> None:
         with self._flush_lock:
-            if self._pid == os.getpid():
+            if self._thread is not None:
                 return
-            # After a fork the parent's counts are the parent's to report.
-            self._events, self._seen, self._pid = Counter(), {}, os.getpid()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, name="pixel-metrics", daemon=True)
             self._thread.start()
@@ -161,10 +164,18 @@ class Metrics:
     def close(self) -> None:
         """A last flush, and the thread stops."""
         self._stop.set()
-        if self._thread is not None and self._pid == os.getpid():
+        if self._thread is not None:
             self._thread.join(5)
         self.flush()
         _live.discard(self)
+
+
+def _after_fork() -> None:
+    for metrics in list(_live):
+        metrics._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def mark_process_dead(pid: int) -> None:

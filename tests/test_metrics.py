@@ -93,3 +93,24 @@ def test_sink_figures_follow_an_outage_and_name_no_credentials(tmp_path) -> None
         app.close(5)
         server.shutdown()
         server.server_close()
+
+
+def test_a_forked_worker_counts_its_own_events_with_its_own_thread() -> None:
+    import os
+
+    app = PixelMiddleware(None, sink=MemorySink(), metrics=True)
+    client = Client(app)
+    client.get(build_pixel_url("http://x", "Opened", user_id="parent", write_key="k"))
+    metrics = app.collector._metrics
+    parent_thread = metrics._thread
+    pid = os.fork()
+    if pid == 0:  # a gunicorn worker forked after the collector was built (preload)
+        ok = metrics._thread is None and metrics._events == {}
+        client.get(build_pixel_url("http://x", "Opened", user_id="child", write_key="k"))
+        ok = ok and metrics._thread is not None and metrics._thread.is_alive()
+        ok = ok and metrics._events == {("compact", "track"): 1}
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert metrics._thread is parent_thread and metrics._events == {("compact", "track"): 1}
+    app.close()
