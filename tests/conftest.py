@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -10,7 +11,7 @@ import pytest
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, event_received, event_rejected
-from tests.helpers import Process, RedisServer
+from tests.helpers import Process, RedisServer, find_chromium
 
 #: What every test request looks like to the middleware unless it says otherwise.
 ENVIRON = {"REMOTE_ADDR": "203.0.113.7"}
@@ -139,3 +140,15 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The Chromium binary; skips the test where there is none, but fails under CI (``CI`` set)."""
+    found = find_chromium()
+    if found is None:
+        reason = "headless Chromium is not installed (Debian: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; under CI the browser test must run")
+        pytest.skip(reason)
+    return found

@@ -1,15 +1,17 @@
 """Helpers the test modules share: a free loopback port, waiting for a condition, a server subprocess."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -156,3 +158,36 @@ def children(pid: int) -> List[int]:
             if int(fields[1]) == pid:
                 found.append(int(entry))
     return found
+
+
+@contextlib.contextmanager
+def wsgi_server(app: Callable) -> Iterator[str]:
+    """``app`` on a free loopback port behind werkzeug's threaded server, in a thread; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+#: Headless Chromium as TESTING.md says to start it here (no outside hosts).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def find_chromium() -> Optional[str]:
+    return shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium") or None

@@ -10,49 +10,20 @@ from __future__ import annotations
 
 import html
 import importlib.util
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import pytest
 from werkzeug.serving import make_server
 
 from pixel_middleware import MemorySink, event_received
-from tests.helpers import free_port
+from tests.helpers import CHROMIUM_FLAGS, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def find_chromium() -> Optional[str]:
-    return shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium") or None
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    found = find_chromium()
-    if found is None:
-        reason = "headless Chromium is not installed (Debian: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; under CI the browser test must run")
-        pytest.skip(reason)
-    return found
-
-
 def load_example():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("flask_example_app", ROOT / "examples" / "flask_app" / "app.py")
     assert spec is not None and spec.loader is not None

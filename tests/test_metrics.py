@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 

@@ -11,14 +11,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pixel_middleware.gif import GIF
-from tests.helpers import ROOT, children, free_port, wait_until
-from tests.test_browser import CHROMIUM_FLAGS, chromium  # noqa: F401 - the fixture
+from tests.helpers import CHROMIUM_FLAGS, ROOT, children, free_port, wait_until
+
 
 WRITE_KEY = "SECRET-WK-31337"
 
@@ -149,7 +149,7 @@ def test_dev_server_serves_pixels(start: Any, tmp_path: Path) -> None:
 
 
 def test_debug_page_in_chromium_shows_the_latest_events_across_workers(
-    start: Any, chromium: str, tmp_path: Path  # noqa: F811 - the fixture
+    start: Any, chromium: str, tmp_path: Path
 ) -> None:
     port, ops_port = free_port(), free_port()
     start(["-m", "pixel_middleware", "serve", "--workers", "2", "--port", str(port), "--ops-port", str(ops_port),
@@ -190,5 +190,5 @@ def test_debug_page_in_chromium_shows_the_latest_events_across_workers(
                                capture_output=True, text=True, timeout=90).stdout
     assert "accepted" in explained and "&quot;Pasted&quot;" in explained.replace('"', "&quot;")
     assert WRITE_KEY not in explained
-    status, body = get(f"{ops}/explain?url=" + urllib.request.quote(f"http://x/v1/pixel/track?wk=nope&e=P&uid=u", safe=""))
+    status, body = get(f"{ops}/explain?url=" + urllib.request.quote("http://x/v1/pixel/track?wk=nope&e=P&uid=u", safe=""))
     assert status == 200 and b"invalid_write_key" in body

@@ -4,33 +4,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from typing import Iterator
 
 import pytest
-from werkzeug.serving import make_server
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url
 from pixel_middleware.gif import GIF
 from tests.conftest import downstream_app
-from tests.helpers import free_port
+from tests.helpers import free_port, wsgi_server
 
 
 @pytest.fixture
 def served() -> Iterator[tuple]:
     sink = MemorySink()
-    server = make_server("127.0.0.1", 0, PixelMiddleware(downstream_app, sink=sink), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", sink
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with wsgi_server(PixelMiddleware(downstream_app, sink=sink)) as base:
+        yield base, sink
 
 
 def get(url: str, method: str = "GET", **headers: str):

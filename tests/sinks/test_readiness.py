@@ -9,11 +9,11 @@ from typing import Any, Iterator, Tuple
 
 import pytest
 from sinkhelpers import FAST_KAFKA, Broker, Endpoint, wait_until
-from werkzeug.serving import make_server
 from werkzeug.test import Client
 
 from pixel_middleware import HttpSink, KafkaSink, PixelMiddleware
 from pixel_middleware.ops import StatusReporter, ops_app
+from tests.helpers import wsgi_server
 
 
 def readyz(base: str) -> Tuple[int, Any]:
@@ -28,15 +28,8 @@ def readyz(base: str) -> Tuple[int, Any]:
 @pytest.fixture
 def ops_server(tmp_path: Any) -> Iterator[Tuple[str, str]]:
     status_dir = str(tmp_path / "status")
-    server = make_server("127.0.0.1", 0, ops_app(status_dir, ready_grace=1.0), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", status_dir
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with wsgi_server(ops_app(status_dir, ready_grace=1.0)) as base:
+        yield base, status_dir
 
 
 def test_readiness_follows_a_paused_broker(running_broker: Broker, spool_dir: str, ops_server: Tuple[str, str]) -> None:
