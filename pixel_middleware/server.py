@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -307,6 +308,7 @@ def _gunicorn_logger() -> type:
 def _run_gunicorn(settings: Dict[str, Any]) -> None:
     try:
         from gunicorn.app.base import BaseApplication
+        from gunicorn.arbiter import Arbiter
     except ImportError:
         raise SystemExit('serve needs gunicorn: pip install "pixel-middleware[server]" (or serve --dev)') from None
 
@@ -317,6 +319,9 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
     metrics_dir = os.path.join(settings["state_dir"], "metrics")
 
     def post_worker_init(worker: Any) -> None:
+        # Ctrl-C reaches every process of the group: a worker finishes its request and
+        # closes its collector, as on SIGTERM, rather than exiting in the middle of it.
+        signal.signal(signal.SIGINT, worker.handle_exit)
         worker.wsgi.start()
 
     def worker_exit(server: Any, worker: Any) -> None:
@@ -366,6 +371,17 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
 
         def load(self) -> Any:  # in each worker, after the fork
             return build(settings)
+
+        def run(self) -> None:
+            try:
+                _GracefulArbiter(self).run()
+            except RuntimeError as error:
+                raise SystemExit(f"pixel-middleware serve: {error}") from None
+
+    class _GracefulArbiter(Arbiter):
+        def handle_int(self) -> None:
+            """SIGINT stops gracefully, as SIGTERM does (gunicorn's own is immediate): no event is dropped."""
+            self.handle_term()
 
     Application().run()
 

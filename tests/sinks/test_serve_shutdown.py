@@ -1,6 +1,7 @@
 """`serve` on real gunicorn: SIGTERM mid-stream loses nothing that was answered (issue 10)."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -9,9 +10,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Set
 
+import pytest
 from sinkhelpers import Endpoint, wait_until
 
-from tests.helpers import Process, free_port
+from tests.helpers import Process, children, free_port
 
 
 def pixel(port: int, mid: str) -> bool:
@@ -24,8 +26,12 @@ def pixel(port: int, mid: str) -> bool:
         return False  # refused or reset while stopping: not answered, not promised
 
 
-def test_sigterm_mid_stream_then_restart_delivers_every_answered_pixel(endpoint: Endpoint, tmp_path: Any) -> None:
-    """2,000 pixels through `serve --workers 2` to a slow HttpSink; SIGTERM after about half; restart."""
+@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
+def test_a_stop_mid_stream_then_restart_delivers_every_answered_pixel(endpoint: Endpoint, tmp_path: Any, stop: str) -> None:
+    """2,000 pixels through `serve --workers 2` to a slow HttpSink; stopped after about half; restart.
+
+    Ctrl-C sends SIGINT to the whole process group: the master and each worker.
+    """
     spool = tmp_path / "spool"
     sink = f"{endpoint.url}#batch_size=20&linger=0.05&retries=0&timeout=5&retry_backoff=0.2&retry_backoff_max=0.5&spool_dir={spool}"
     endpoint.delay = 0.5  # deliberately slow: events pile up in the workers' queues
@@ -46,7 +52,11 @@ def test_sigterm_mid_stream_then_restart_delivers_every_answered_pixel(endpoint:
             with lock:
                 answered.add(mid)
                 if len(answered) == 1000:
-                    first.proc.send_signal(signal.SIGTERM)
+                    if stop == "SIGTERM":
+                        first.proc.send_signal(signal.SIGTERM)
+                    else:
+                        for pid in [first.proc.pid, *children(first.proc.pid)]:
+                            os.kill(pid, signal.SIGINT)
                     stopped.set()
 
     try:
