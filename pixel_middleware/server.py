@@ -387,8 +387,12 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
 
 
 def _run_dev(settings: Dict[str, Any]) -> None:
-    from werkzeug.serving import make_server, run_simple
+    from werkzeug.serving import is_running_from_reloader, make_server, run_simple
 
+    if not is_running_from_reloader():
+        # This process only watches the files and restarts the one that serves: no sink here.
+        run_simple(settings["host"], settings["port"], _not_served, use_reloader=True)
+        return
     app = build(settings)
     app.start()
     if app.ops is not None:
@@ -398,6 +402,10 @@ def _run_dev(settings: Dict[str, Any]) -> None:
         run_simple(settings["host"], settings["port"], app.public, threaded=True, use_reloader=True)
     finally:
         app.close(settings["shutdown_timeout"])
+
+
+def _not_served(environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+    raise RuntimeError("the reloader's watching process serves nothing")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -413,6 +421,9 @@ def serve(args: argparse.Namespace) -> int:
     settings = {name: value for name, (value, _) in resolved.items()}
     if settings["require_signature"] and not settings["signing_key"]:
         print("pixel-middleware serve: --require-signature needs --signing-key or PIXEL_SIGNING_KEY", file=sys.stderr)
+        return 2
+    if settings["debug_page"] and not settings["ops_port"]:
+        print("pixel-middleware serve: --debug-page is served on the ops port: set --ops-port", file=sys.stderr)
         return 2
     if settings["ops_port"] and settings["ops_port"] == settings["port"]:
         print("pixel-middleware serve: --ops-port must differ from --port", file=sys.stderr)
