@@ -7,8 +7,7 @@ dialects, checks and steps as a live request) into a
 """
 from __future__ import annotations
 
-import logging
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 from urllib.parse import urlsplit
 
 from .events import Event
@@ -22,13 +21,23 @@ def explain(url: str, **collector_options: Any) -> Tuple[Optional[Event], Option
 
     ``collector_options`` are :class:`~pixel_middleware.Collector`'s
     (``write_keys``, ``dialects``, ``prefix``, ``signing_key``...); the sink
-    is always a MemorySink. Never raises for any ``url``.
+    is always a MemorySink, and ``dedup`` is left out, so that explaining a
+    URL never marks its message as seen. Nothing is logged or signalled: a
+    live collector in the same process goes on logging as it did. Never
+    raises for any ``url``.
     """
     from werkzeug.test import EnvironBuilder
 
     from .collector import Collector
-    from .signals import event_rejected
     from .sinks import MemorySink
+
+    class Explaining(Collector):
+        """A collector that notes its verdict instead of logging or signalling it."""
+
+        verdict: Optional[str] = None
+
+        def _reject(self, reason: str, detail: str, dialect: Any, match: Any) -> None:
+            self.verdict = f"{reason}: {detail}"
 
     if len(url) > MAX_URL_CHARS:
         return None, "query_too_long: the URL is too long to be a pixel URL"
@@ -38,27 +47,15 @@ def explain(url: str, **collector_options: Any) -> Tuple[Optional[Event], Option
                                  base_url=f"{parts.scheme or 'http'}://{parts.netloc or 'localhost'}").get_environ()
     except (ValueError, UnicodeError):
         return None, "invalid_url: this is not a URL"
-    options = {name: value for name, value in collector_options.items() if value is not None}
-    collector = Collector(sink=MemorySink(), **options)
-    match = collector.match(environ["PATH_INFO"])
-    if match is None:
-        return None, "not_a_pixel_route: no dialect answers this path"
-    rejected: List[str] = []
-
-    def note(sender: object, reason: str, detail: str, **_: object) -> None:
-        rejected.append(f"{reason}: {detail}")
-
-    event_rejected.connect(note, sender=collector)
-    # The verdict is the answer; the collector's own warning would repeat it.
-    log = logging.getLogger("pixel_middleware")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    options = {name: value for name, value in collector_options.items() if value is not None and name != "dedup"}
+    collector = Explaining(sink=MemorySink(), **options)
     try:
+        match = collector.match(environ["PATH_INFO"])
+        if match is None:
+            return None, "not_a_pixel_route: no dialect answers this path"
         event = collector.collect(environ, match)
     finally:
-        log.setLevel(level)
-        event_rejected.disconnect(note, sender=collector)
         collector.close(timeout=1)
     if event is None:
-        return None, rejected[0] if rejected else "rejected"
+        return None, collector.verdict or "rejected"
     return event, None

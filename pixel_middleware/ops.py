@@ -27,6 +27,8 @@ recent events), and whichever worker answers an ops request reads them all.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import logging
@@ -82,14 +84,14 @@ class StatusReporter:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread after a last write."""
+        """Stop the thread after a last write, marked stopped: readiness counts this worker out."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
         if self._keep_recent:
             event_received.disconnect(self._on_event, sender=self.collector.sender)
             event_rejected.disconnect(self._on_rejected, sender=self.collector.sender)
-        self.write()
+        self.write(stopped=True)
 
     # The request thread: a reference appended, nothing copied or formatted.
     def _on_event(self, sender: Any, event: Dict[str, Any], dialect: str, **_: Any) -> None:
@@ -102,14 +104,14 @@ class StatusReporter:
         while not self._stop.wait(self.interval):
             self.write()
 
-    def write(self) -> None:
+    def write(self, stopped: bool = False) -> None:
         """Write the status file now (atomically: readers never see half of one)."""
         try:
             sinks = list(getattr(self.collector.sink, "health", list)())
         except Exception:
             _log.exception("reading the sinks' health failed")
             sinks = []
-        status = {"pid": os.getpid(), "time": time.time(), "interval": self.interval, "sinks": sinks,
+        status = {"pid": os.getpid(), "time": time.time(), "interval": self.interval, "stopped": stopped, "sinks": sinks,
                   "recent": [_shown(entry) for entry in list(self._recent)] if self._keep_recent else []}
         try:
             data = json.dumps(status, default=str, allow_nan=False)
@@ -153,7 +155,7 @@ def read_statuses(status_dir: str) -> List[Dict[str, Any]]:
         except (OSError, ValueError):
             continue
         fresh = now - float(status.get("time", 0)) <= _STALE_INTERVALS * float(status.get("interval", 1.0)) + 1
-        status["live"] = fresh and _alive(int(status.get("pid", 0)))
+        status["live"] = fresh and not status.get("stopped") and _alive(int(status.get("pid", 0)))
         found.append(status)
     return found
 
@@ -174,8 +176,10 @@ def readiness(statuses: List[Dict[str, Any]], ready_grace: float, now: Optional[
     """Whether the live workers' sinks are all delivering, and the JSON body that says so or why not."""
     now = time.time() if now is None else now
     live = [status for status in statuses if status.get("live")]
-    if not live:
+    if not statuses:
         return False, {"ready": False, "reason": "no worker has reported yet"}
+    if not live:
+        return False, {"ready": False, "reason": "no live worker: every one has stopped, died or hung"}
     problems: Dict[str, str] = {}
     names = set()
     for status in live:
@@ -193,12 +197,13 @@ def readiness(statuses: List[Dict[str, Any]], ready_grace: float, now: Optional[
     return True, {"ready": True, "workers": len(live), "sinks": sorted(names)}
 
 
-_CSP = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
-        "frame-ancestors 'none'")
 _STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
 .rejected{color:#a00}code,pre{font:12px ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}
 input[type=text]{width:70%}"""
+# No script at all, and only this one style sheet: whatever an event holds, it cannot run or restyle the page.
+_CSP = (f"default-src 'none'; style-src 'sha256-{base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()}'; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
 def _page(title: str, body: str, refresh: bool = False) -> Response:
@@ -231,7 +236,8 @@ def _row(entry: Dict[str, Any]) -> str:
             f"<b>{html.escape(str(name))}</b><br>{html.escape(str(who))}</td><td><code>{_json(event)}</code></td></tr>")
 
 
-_FORM = ('<form method="get" action="/explain"><label>Pixel URL <input type="text" name="url" '
+# POST: a pasted URL carries its write key, which a GET would put in the address bar and in logs.
+_FORM = ('<form method="post" action="/explain"><label>Pixel URL <input type="text" name="url" '
          'autocomplete="off" required></label> <button type="submit">Decode</button></form>')
 
 
@@ -247,9 +253,12 @@ def ops_app(
 
     @Request.application  # type: ignore[arg-type]
     def app(request: Request) -> Any:
+        path = request.path
+        if debug_page and path == "/explain" and explain is not None and request.method in ("GET", "POST"):
+            request.max_content_length = 128 * 1024
+            return _explain_page(request.values.get("url", ""), explain)
         if request.method not in ("GET", "HEAD"):
             return Response("method not allowed\n", status=405, headers={"Allow": "GET, HEAD"})
-        path = request.path
         if path == "/healthz":
             return Response("ok\n", mimetype="text/plain")
         if path == "/readyz":
@@ -259,8 +268,6 @@ def ops_app(
             return metrics_app
         if debug_page and path == "/":
             return _debug_page(status_dir)
-        if debug_page and path == "/explain" and explain is not None:
-            return _explain_page(request.args.get("url", ""), explain)
         return Response("not found\n", status=404, mimetype="text/plain")
 
     return app

@@ -274,11 +274,11 @@ class Collecting:
 
 
 def _explainer(settings: Dict[str, Any]) -> Callable[[str], Any]:
+    """The paste box's decoding, with the collector's own settings (but dedup: see explain())."""
     from .explain import explain
 
-    keys = {"write_keys": settings.get("write_keys"), "dialects": settings.get("dialects"),
-            "prefix": settings.get("prefix") or ""}
-    return lambda url: explain(url, **keys)
+    options = {o.name: settings[o.name] for o in OPTIONS if o.collector and o.name not in ("sink", "metrics", "dedup")}
+    return lambda url: explain(url, **options)
 
 
 class _RedactingFilter(logging.Filter):

@@ -1,0 +1,68 @@
+"""The ops app's pieces: explain's isolation, readiness verdicts, the debug page's CSP and form."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+from typing import Any
+
+from werkzeug.test import Client
+
+from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url, event_rejected
+from pixel_middleware.explain import explain
+from pixel_middleware.ops import StatusReporter, ops_app, read_statuses, readiness
+
+
+def test_explain_logs_and_signals_nothing_and_leaves_the_logger_alone(caplog: Any) -> None:
+    logger = logging.getLogger("pixel_middleware")
+    level = logger.level
+    seen = []
+    with caplog.at_level(logging.INFO, logger="pixel_middleware"), event_rejected.connected_to(
+        lambda sender, **kw: seen.append(kw)
+    ):
+        event, reason = explain(build_pixel_url("http://x", "Opened", user_id="u", write_key="bad"), write_keys=["k"])
+    assert (event, reason) == (None, "invalid_write_key: the write key is not accepted")
+    assert caplog.records == [] and seen == [] and logger.level == level
+
+
+def test_explain_uses_the_collectors_own_settings_but_never_dedup() -> None:
+    from pixel_middleware.server import OPTIONS, _explainer
+
+    settings = {o.name: o.default for o in OPTIONS}
+    settings.update(signing_key="sign-key", require_signature=True, dedup="60", write_keys=["k"])
+    unsigned = build_pixel_url("http://x", "Opened", user_id="u", write_key="k", message_id="m1")
+    assert _explainer(settings)(unsigned) == (None, "missing_signature: unsigned URLs are not accepted")
+    signed = build_pixel_url("http://x", "Opened", user_id="u", write_key="k", message_id="m1", signing_key="sign-key")
+    for _ in range(2):  # with dedup, the second would be a duplicate
+        event, reason = _explainer(settings)(signed)
+        assert reason is None and event["context"]["pixel"]["signed"] is True
+
+
+def test_a_stopped_worker_is_not_counted_live(tmp_path: Any) -> None:
+    app = PixelMiddleware(None, sink=MemorySink())
+    reporter = StatusReporter(app.collector, str(tmp_path), interval=60)
+    assert readiness(read_statuses(str(tmp_path)), 30) == (False, {"ready": False, "reason": "no worker has reported yet"})
+    reporter.start()
+    ready, body = readiness(read_statuses(str(tmp_path)), 30)
+    assert ready and body["workers"] == 1 and body["sinks"] == ["memory"]
+    reporter.stop()
+    ready, body = readiness(read_statuses(str(tmp_path)), 30)
+    assert not ready and body["reason"].startswith("no live worker")
+
+
+def test_debug_page_allows_exactly_its_own_style_and_posts_the_pasted_url(tmp_path: Any) -> None:
+    client = Client(ops_app(str(tmp_path), debug_page=True, explain=lambda url: explain(url)))
+    page = client.get("/")
+    style = re.search(r"<style>(.*?)</style>", page.get_data(as_text=True), re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    policy = page.headers["Content-Security-Policy"]
+    assert f"style-src 'sha256-{digest}'" in policy and "script" not in policy and "default-src 'none'" in policy
+    assert '<form method="post" action="/explain">' in page.get_data(as_text=True)
+    answer = client.post("/explain", data={"url": "http://x/v1/pixel/track?wk=k&e=Pasted&uid=u"})
+    assert answer.status_code == 200 and "&quot;Pasted&quot;" in answer.get_data(as_text=True)
+    assert client.post("/explain", data={"url": "x" * 200_000}).status_code == 413
+    assert client.get("/nowhere").status_code == 404 and client.delete("/healthz").status_code == 405
+    assert Client(ops_app(str(tmp_path))).get("/").status_code == 404  # the page is opt-in
+    assert json.loads(client.get("/readyz").get_data())["ready"] is False
