@@ -155,7 +155,7 @@ def _from_env(option: Option, text: str) -> Any:
     return text
 
 
-def resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[Any, str]]:
+def _resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[Any, str]]:
     """Each option's value and where it came from (``flag``, ``env`` or ``default``); flags win."""
     environ = os.environ if environ is None else environ
     settings: Dict[str, Tuple[Any, str]] = {}
@@ -171,7 +171,7 @@ def resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None) 
     return settings
 
 
-def mask_sink_url(url: str) -> str:
+def _mask_url(url: str) -> str:
     """A sink URL fit to print: the userinfo's password and credential-like query values masked."""
     try:
         parts = urlsplit(url)
@@ -198,15 +198,15 @@ def _shown(option: Option, value: Any) -> str:
     if option.secret:
         return ", ".join(_MASK for _ in value) if isinstance(value, list) else _MASK
     if option.name == "sink":
-        return ", ".join(mask_sink_url(url) for url in value)
+        return ", ".join(_mask_url(url) for url in value)
     if option.name == "dedup":
-        return mask_sink_url(value)  # redis://:password@host
+        return _mask_url(value)  # redis://:password@host
     if isinstance(value, list):
         return ", ".join(value)
     return str(value)
 
 
-def print_config(settings: Dict[str, Tuple[Any, str]], out: Any = None) -> None:
+def _print_config(settings: Dict[str, Tuple[Any, str]], out: Any = None) -> None:
     """The effective configuration, one option a line: variable, value (secrets masked), source."""
     out = out or sys.stdout
     for option in OPTIONS:
@@ -214,7 +214,7 @@ def print_config(settings: Dict[str, Tuple[Any, str]], out: Any = None) -> None:
         print(f"{option.env:<30} {_shown(option, value):<40} ({source})", file=out)
 
 
-def build(settings: Dict[str, Any]) -> "Collecting":
+def _build(settings: Dict[str, Any]) -> "_Collecting":
     """The WSGI app one worker serves: the collector, and on the ops port the ops app."""
     options = {o.name: settings[o.name] for o in OPTIONS if o.collector}
     if not options["metrics"]:
@@ -222,10 +222,10 @@ def build(settings: Dict[str, Any]) -> "Collecting":
     # The GIF first, the event as the server closes the response: gunicorn's sync workers
     # wait for the client to close the connection, and the event is recorded meanwhile.
     middleware = make_app(after_response=True, **options)
-    return Collecting(middleware, settings)
+    return _Collecting(middleware, settings)
 
 
-class Collecting:
+class _Collecting:
     """The app ``serve`` runs in each worker: pixels on the public port, the ops app on the ops port."""
 
     def __init__(self, middleware: PixelMiddleware, settings: Dict[str, Any]) -> None:
@@ -326,7 +326,7 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
 
     def worker_exit(server: Any, worker: Any) -> None:
         app = getattr(worker, "wsgi", None)
-        if isinstance(app, Collecting):
+        if isinstance(app, _Collecting):
             app.close(shutdown)
 
     def child_exit(server: Any, worker: Any) -> None:
@@ -370,7 +370,7 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
                 self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:  # in each worker, after the fork
-            return build(settings)
+            return _build(settings)
 
         def run(self) -> None:
             try:
@@ -393,7 +393,7 @@ def _run_dev(settings: Dict[str, Any]) -> None:
         # This process only watches the files and restarts the one that serves: no sink here.
         run_simple(settings["host"], settings["port"], _not_served, use_reloader=True)
         return
-    app = build(settings)
+    app = _build(settings)
     app.start()
     if app.ops is not None:
         ops_server = make_server(settings["ops_host"], settings["ops_port"], app.ops, threaded=True)
@@ -411,12 +411,12 @@ def _not_served(environ: Dict[str, Any], start_response: Callable) -> Iterable[b
 def serve(args: argparse.Namespace) -> int:
     """Run the collector as ``args`` and the environment say."""
     try:
-        resolved = resolve(args)
+        resolved = _resolve(args)
     except ValueError as error:
         print(f"pixel-middleware serve: {error}", file=sys.stderr)
         return 2
     if args.print_config:
-        print_config(resolved)
+        _print_config(resolved)
         return 0
     settings = {name: value for name, (value, _) in resolved.items()}
     if settings["require_signature"] and not settings["signing_key"]:
@@ -435,7 +435,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     settings["state_dir"] = tempfile.mkdtemp(prefix="pixel-serve-")
     os.makedirs(os.path.join(settings["state_dir"], "status"))
-    sinks = ", ".join(mask_sink_url(url) for url in settings["sink"] or ["log:"])
+    sinks = ", ".join(_mask_url(url) for url in settings["sink"] or ["log:"])
     ops = f"; ops on http://{settings['ops_host']}:{settings['ops_port']}/" if settings["ops_port"] else ""
     print(f"pixel collector on http://{settings['host']}:{settings['port']}/ (sink: {sinks}{ops})",
           file=sys.stderr, flush=True)
