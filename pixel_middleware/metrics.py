@@ -117,7 +117,14 @@ class Metrics:
 
     def _forked(self) -> None:
         # The parent's counts are the parent's to report, and its thread did not come along.
-        self._events, self._seen, self._thread = {}, {}, None
+        # The child inherits the collector's rejection Counter and the sink's cumulative
+        # figures: it starts counting from them, or it would report the parent's again.
+        # (Only one thread runs here, so the Counter is read without its lock; the sink's
+        # figures are taken as the parent last reported them, since the sink's lock may
+        # be held by a thread that did not come along.)
+        seen = {key: total for key, total in self._seen.items() if key[0] != "events"}
+        seen.update((("rejections", reason), total) for reason, total in dict(self._rejections).items())
+        self._events, self._seen, self._thread = {}, seen, None
         self._lock, self._flush_lock = threading.Lock(), threading.Lock()
 
     def _start(self) -> None:

@@ -80,7 +80,8 @@ def test_sink_figures_follow_an_outage_and_name_no_credentials(tmp_path) -> None
         assert wait_until(lambda: value(scrape(), "pixel_sink_spool_bytes", sink=sink_name) > 0, 15)
         down = scrape()
         assert value(down, "pixel_sink_failed_batches_total", sink=sink_name) >= 1
-        assert value(down, "pixel_sink_oldest_spooled_seconds", sink=sink_name) >= 0
+        assert ("pixel_sink_oldest_spooled_seconds", (("sink", sink_name),)) in down
+        assert wait_until(lambda: value(scrape(), "pixel_sink_oldest_spooled_seconds", sink=sink_name) > 0, 15)
         endpoint.default = (200, {})
         assert wait_until(lambda: value(scrape(), "pixel_sink_delivered_total", sink=sink_name) == 5, 15)
         up = scrape()
@@ -113,3 +114,48 @@ def test_a_forked_worker_counts_its_own_events_with_its_own_thread() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert metrics._thread is parent_thread and metrics._events == {("compact", "track"): 1}
     app.close()
+
+
+def test_a_forked_worker_does_not_report_the_parents_counts_again() -> None:
+    import os
+
+    before = scrape()
+    app = PixelMiddleware(None, sink=MemorySink(), write_keys=["k"], metrics=True)
+    client = Client(app)
+    for _ in range(2):
+        client.get(build_pixel_url("http://x", "Opened", user_id="u", write_key="wrong"))
+    app.collector._metrics.flush()  # the parent has reported its 2
+    pid = os.fork()
+    if pid == 0:  # the child's registry starts as a copy of the parent's: 2, plus its own 1
+        client.get(build_pixel_url("http://x", "Opened", user_id="u", write_key="wrong"))
+        after = scrape()
+        grown = value(after, "pixel_rejections_total", reason="invalid_write_key") - value(
+            before, "pixel_rejections_total", reason="invalid_write_key")
+        os._exit(0 if grown == 3 else 10 + int(grown))
+    _, status = os.waitpid(pid, 0)
+    app.close()
+    assert os.waitstatus_to_exitcode(status) == 0, f"the child counted {os.waitstatus_to_exitcode(status) - 10}"
+
+
+def test_pixel_middleware_loads_prometheus_client_only_when_asked_and_names_the_extra_without_it() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    plain = run("import sys; from pixel_middleware import PixelMiddleware, MemorySink\n"
+                "PixelMiddleware(None, sink=MemorySink()).close()\n"
+                "assert 'prometheus_client' not in sys.modules")
+    assert plain.returncode == 0, plain.stderr
+    missing = run("import sys; sys.modules['prometheus_client'] = None  # as if not installed\n"
+                  "from pixel_middleware import PixelMiddleware, MemorySink, metrics_app\n"
+                  "for make in (lambda: PixelMiddleware(None, sink=MemorySink(), metrics=True), metrics_app):\n"
+                  "    try:\n        make()\n    except RuntimeError as error:\n        print(error)\n"
+                  "    else:\n        raise SystemExit('no error')")
+    assert missing.returncode == 0, missing.stderr
+    assert missing.stdout.count('pip install "pixel-middleware[metrics]"') == 2, missing.stdout
