@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,12 +79,27 @@ def scrape(ops: str) -> Dict[Any, float]:
             for f in text_string_to_metric_families(body.decode()) for s in f.samples}
 
 
+def counted(metrics_dir: Path, pid: int, key: Any) -> float:
+    """One worker's own figure: its counter file alone, added up as prometheus_client adds all of them."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    alone = metrics_dir.parent / f"alone-{pid}"
+    alone.mkdir(exist_ok=True)
+    if (metrics_dir / f"counter_{pid}.db").exists():
+        shutil.copy(metrics_dir / f"counter_{pid}.db", alone)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(alone))
+    return next((s.value for f in registry.collect() for s in f.samples if (s.name, tuple(sorted(s.labels.items()))) == key), 0.0)
+
+
 def test_two_workers_answer_pixels_publicly_and_health_metrics_only_on_the_ops_port(start: Any, tmp_path: Path) -> None:
     port, ops_port = free_port(), free_port()
     events = tmp_path / "events.jsonl"
     process = start(["-m", "pixel_middleware", "serve", "--workers", "2", "--port", str(port),
                      "--ops-port", str(ops_port), "--ready-grace", "5"], port,
-                    env={"PIXEL_SINK": f"file:{events}", "PIXEL_WRITE_KEYS": WRITE_KEY})
+                    env={"PIXEL_SINK": f"file:{events}", "PIXEL_WRITE_KEYS": WRITE_KEY,
+                         "TMPDIR": str(tmp_path)})  # serve's state directory, so the test can read each worker's file
     public, ops = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops_port}"
     for path in ("/healthz", "/readyz", "/metrics", "/"):
         assert get(public + path)[0] == 404, path  # never on the public port
@@ -91,22 +107,34 @@ def test_two_workers_answer_pixels_publicly_and_health_metrics_only_on_the_ops_p
     assert wait_until(lambda: get(ops + "/readyz")[0] == 200 and json.loads(get(ops + "/readyz")[1])["workers"] == 2, 30)
     assert json.loads(get(ops + "/readyz")[1])["sinks"] == [f"file:{events}"]
 
-    for i in range(40):
-        assert pixel(port, "Opened", f"m{i}") == 200
-    get(f"{public}/v1/pixel/track?wk=wrong-key&e=Opened&uid=u")
     key = ("pixel_events_total", (("dialect", "compact"), ("type", "track")))
-    assert wait_until(lambda: scrape(ops).get(key) == 40, 15), scrape(ops)
-    assert scrape(ops)[("pixel_rejections_total", (("reason", "invalid_write_key"),))] == 1
-    assert len(events.read_text().splitlines()) == 40
-
-    # A worker dies: what it counted stays counted, and gunicorn starts another.
     master = process.proc.pid
-    victim = children(master)[0]
+    workers = children(master)
+    [metrics_dir] = tmp_path.glob("pixel-serve-*/metrics")
+    sent = 0
+    while sent < 400:  # until both workers have counted some (a sync worker takes what it accepts)
+        for _ in range(20):
+            assert pixel(port, "Opened", f"m{sent}") == 200
+            sent += 1
+        assert wait_until(lambda: scrape(ops).get(key) == sent, 15), scrape(ops)
+        if all(counted(metrics_dir, pid, key) for pid in workers):
+            break
+    assert all(counted(metrics_dir, pid, key) for pid in workers), "one worker took every pixel"
+    assert sum(counted(metrics_dir, pid, key) for pid in workers) == sent  # the scrape adds up both
+    get(f"{public}/v1/pixel/track?wk=wrong-key&e=Opened&uid=u")
+    assert wait_until(lambda: scrape(ops).get(("pixel_rejections_total", (("reason", "invalid_write_key"),))) == 1, 15)
+    assert len(events.read_text().splitlines()) == sent
+
+    # A worker dies: what it counted stays counted, its live gauges go (child_exit), gunicorn starts another.
+    victim = workers[0]
+    assert (metrics_dir / f"gauge_livesum_{victim}.db").exists()
     os.kill(victim, signal.SIGKILL)
     assert wait_until(lambda: victim not in children(master) and len(children(master)) == 2, 30)
-    for i in range(40, 50):
-        assert pixel(port, "Opened", f"m{i}") == 200
-    assert wait_until(lambda: scrape(ops).get(key) == 50, 15), scrape(ops)
+    assert wait_until(lambda: not (metrics_dir / f"gauge_livesum_{victim}.db").exists(), 15)
+    assert counted(metrics_dir, victim, key) > 0
+    for i in range(10):
+        assert pixel(port, "Opened", f"n{i}") == 200
+    assert wait_until(lambda: scrape(ops).get(key) == sent + 10, 15), scrape(ops)
     text = get(ops + "/metrics")[1].decode()
     assert WRITE_KEY not in text and "wrong-key" not in text
     process.stop()
