@@ -239,7 +239,8 @@ def test_poison_through_serve_then_kill_9_then_restart_delivers_every_good_event
     options = f"#retries=0&retry_backoff=0.2&retry_backoff_max=0.5&spool_dir={spool}"
     port = free_port()
     down = f"http://127.0.0.1:{free_port()}/v1/batch{options}"
-    first = Process([sys.executable, "-m", "pixel_middleware", "serve", "--port", str(port), "--sink", down], port)
+    first = Process([sys.executable, "-m", "pixel_middleware", "serve", "--port", str(port), "--sink", down], port,
+                    env={"TMPDIR": str(tmp_path)})  # serve's state directory: a killed master cannot remove it
     try:
         first.wait_ready()
         wanted = [f"k{i}" for i in range(20)]
