@@ -439,11 +439,15 @@ def serve(args: argparse.Namespace) -> int:
     ops = f"; ops on http://{settings['ops_host']}:{settings['ops_port']}/" if settings["ops_port"] else ""
     print(f"pixel collector on http://{settings['host']}:{settings['port']}/ (sink: {sinks}{ops})",
           file=sys.stderr, flush=True)
+    owner = os.getpid()
     try:
         if args.dev:
             _run_dev(settings)
         else:
             _run_gunicorn(settings)
     finally:
-        shutil.rmtree(settings["state_dir"], ignore_errors=True)
+        # gunicorn forks its workers in here, and a worker that stops (SIGTERM, HUP, TTOU)
+        # leaves through this block too: only the master may remove what all workers share.
+        if os.getpid() == owner:
+            shutil.rmtree(settings["state_dir"], ignore_errors=True)
     return 0

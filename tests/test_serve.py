@@ -107,9 +107,24 @@ def test_two_workers_answer_pixels_publicly_and_health_metrics_only_on_the_ops_p
     for i in range(40, 50):
         assert pixel(port, "Opened", f"m{i}") == 200
     assert wait_until(lambda: scrape(ops).get(key) == 50, 15), scrape(ops)
+
+    # A worker stops gracefully (as on HUP or TTOU): the state every worker shares stays.
+    victim = children(master)[0]
+    os.kill(victim, signal.SIGTERM)
+    assert wait_until(lambda: victim not in children(master) and len(children(master)) == 2, 30)
+    for i in range(50, 60):
+        assert pixel(port, "Opened", f"m{i}") == 200
+    assert wait_until(lambda: scrape(ops).get(key) == 60, 15), scrape(ops)
+    assert wait_until(lambda: json.loads(get(ops + "/readyz")[1]).get("workers") == 2, 15)
     text = get(ops + "/metrics")[1].decode()
     assert WRITE_KEY not in text and "wrong-key" not in text
+
+    # SIGTERM to the master and every worker at once (systemd's KillMode=control-group, Ctrl-C).
+    for pid in [master, *children(master)]:
+        os.kill(pid, signal.SIGTERM)
+    assert process.proc.wait(60) == 0
     process.stop()
+    assert "Traceback" not in process.output(), process.output()
     assert WRITE_KEY not in process.output() and "wrong-key" not in process.output()
 
 
