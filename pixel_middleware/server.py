@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
 import os
 import re
 import shutil
@@ -42,8 +43,8 @@ from .middleware import PixelMiddleware
 _log = logging.getLogger("pixel_middleware")
 
 _MASK = "********"
-#: Query parameters of a sink URL whose values are credentials.
-_SECRET_NAMES = re.compile(r"pass|secret|token|key|auth|credential|sasl", re.IGNORECASE)
+#: Query parameters of a sink URL whose values are credentials (``sig``: SAS URLs; ``code``: function keys).
+_SECRET_NAMES = re.compile(r"pass|pwd|secret|token|key|auth|credential|sasl|sig|code", re.IGNORECASE)
 #: Where a comma in PIXEL_SINK starts the next sink (Kafka URLs hold commas of their own).
 _NEXT_SINK = re.compile(r",(?=\s*(?:log|file|memory|kafka|https?):)")
 
@@ -61,6 +62,8 @@ class Option(NamedTuple):
     secret: bool = False
     #: A keyword of the collector (:func:`make_app`), rather than of the server.
     collector: bool = True
+    #: The smallest and largest number allowed (``None``: no bound); numbers must be finite.
+    bounds: Tuple[Optional[float], Optional[float]] = (None, None)
 
 
 def _default_workers() -> int:
@@ -69,23 +72,26 @@ def _default_workers() -> int:
 
 OPTIONS: Tuple[Option, ...] = (
     Option("host", "--host", "PIXEL_HOST", "str", "127.0.0.1", "address of the public pixel listener", collector=False),
-    Option("port", "--port", "PIXEL_PORT", "int", 8000, "port of the public pixel listener", collector=False),
+    Option("port", "--port", "PIXEL_PORT", "int", 8000, "port of the public pixel listener", collector=False, bounds=(1, 65535)),
     Option("workers", "--workers", "PIXEL_WORKERS", "int", None, "gunicorn worker processes (default: 2 x cores)",
-           collector=False),
+           collector=False, bounds=(1, None)),
     Option("threads", "--threads", "PIXEL_THREADS", "int", 1, "threads per worker (more than 1: gthread workers)",
-           collector=False),
+           collector=False, bounds=(1, None)),
     Option("ops_host", "--ops-host", "PIXEL_OPS_HOST", "str", "127.0.0.1",
            "address of the ops listener (/healthz, /readyz, /metrics)", collector=False),
     Option("ops_port", "--ops-port", "PIXEL_OPS_PORT", "int", None, "port of the ops listener (default: none)",
-           collector=False),
+           collector=False, bounds=(1, 65535)),
     Option("ready_grace", "--ready-grace", "PIXEL_READY_GRACE", "float", 30.0,
-           "seconds a sink may fail before /readyz answers 503", collector=False),
+           "seconds a sink may fail before /readyz answers 503", collector=False,
+           bounds=(0, None)),
     Option("debug_page", "--debug-page", "PIXEL_DEBUG_PAGE", "bool", False,
            "serve the debug page (last events, decode a URL) at / of the ops port", collector=False),
     Option("proxies", "--proxies", "PIXEL_PROXIES", "int", 0,
-           "trust X-Forwarded-For/-Proto/-Host from this many proxies in front (werkzeug ProxyFix)", collector=False),
+           "trust X-Forwarded-For/-Proto/-Host from this many proxies in front (werkzeug ProxyFix)", collector=False,
+           bounds=(0, None)),
     Option("shutdown_timeout", "--shutdown-timeout", "PIXEL_SHUTDOWN_TIMEOUT", "float", 10.0,
-           "seconds a stopping worker may spend delivering before it spools the rest", collector=False),
+           "seconds a stopping worker may spend delivering before it spools the rest", collector=False,
+           bounds=(0, None)),
     Option("sink", "--sink", "PIXEL_SINK", "list", None, "sink URL, repeatable (default: log:)"),
     Option("write_keys", "--write-key", "PIXEL_WRITE_KEYS", "list", None,
            "accepted write key, repeatable (default: any)", secret=True),
@@ -98,7 +104,7 @@ OPTIONS: Tuple[Option, ...] = (
     Option("require_signature", "--require-signature", "PIXEL_REQUIRE_SIGNATURE", "bool", False,
            "reject unsigned URLs"),
     Option("signature_max_age", "--signature-max-age", "PIXEL_SIGNATURE_MAX_AGE", "float", None,
-           "reject URLs signed longer ago (seconds)"),
+           "reject URLs signed longer ago (seconds)", bounds=(0, None)),
     Option("click_allowed_hosts", "--click-allowed-host", "PIXEL_CLICK_ALLOWED_HOSTS", "list", None,
            "host /v1/click redirects to without a signature, repeatable (*.example.com: subdomains)"),
     Option("machine_events", "--machine-events", "PIXEL_MACHINE_EVENTS", "choice", "keep",
@@ -168,7 +174,20 @@ def _resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None)
         else:
             default = _default_workers() if option.name == "workers" else option.default
             settings[option.name] = (default, "default")
+        _check_bounds(option, settings[option.name][0])
     return settings
+
+
+def _check_bounds(option: Option, value: Any) -> None:
+    """A number out of the option's range is an error naming the flag and the variable, as a bad value is."""
+    if option.kind not in ("int", "float") or value is None:
+        return
+    low, high = option.bounds
+    if not math.isfinite(value):
+        raise ValueError(f"{option.flag} / {option.env} must be a finite number")
+    if (low is not None and value < low) or (high is not None and value > high):
+        wanted = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{option.flag} / {option.env} must be {wanted}")
 
 
 def _mask_url(url: str) -> str:
@@ -180,16 +199,25 @@ def _mask_url(url: str) -> str:
             userinfo, _, host = netloc.rpartition("@")
             user = userinfo.partition(":")[0]
             netloc = f"{user}:{_MASK}@{host}" if ":" in userinfo else f"{_MASK}@{host}"
-        query = parts.query
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_SECRET_NAMES.search(name) for name, _ in pairs):
-            query = urlencode([(name, _MASK if _SECRET_NAMES.search(name) else value) for name, value in pairs],
-                              safe="*,:/")
-        if netloc == parts.netloc and query == parts.query:
+        query, fragment = _mask_pairs(parts.query), _mask_pairs(parts.fragment)
+        if netloc == parts.netloc and query == parts.query and fragment == parts.fragment:
             return url  # nothing to hide
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
     except ValueError:
         return _MASK
+
+
+def _mask_pairs(text: str) -> str:
+    """A query, or an HTTP sink's ``#option=value`` fragment, with credential-like values masked.
+
+    Every ``header.NAME`` value counts as one: the HTTP sink sends it as a
+    request header, and which header carries a key is the endpoint's choice.
+    """
+    pairs = parse_qsl(text, keep_blank_values=True)
+    if not any(_SECRET_NAMES.search(name) or name.startswith("header.") for name, _ in pairs):
+        return text
+    return urlencode([(name, _MASK if _SECRET_NAMES.search(name) or name.startswith("header.") else value)
+                      for name, value in pairs], safe="*,:/")
 
 
 def _shown(option: Option, value: Any) -> str:
@@ -204,6 +232,19 @@ def _shown(option: Option, value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(value)
     return str(value)
+
+
+def _masked(text: str, settings: Dict[str, Any]) -> str:
+    """``text`` (an error's) with every configured URL masked and every secret value hidden."""
+    for url in [*(settings.get("sink") or []), settings.get("dedup") or ""]:
+        if url:
+            text = text.replace(url, _mask_url(url))
+    for option in OPTIONS:
+        value = settings.get(option.name)
+        if option.secret and value:
+            for secret in value if isinstance(value, list) else [value]:
+                text = text.replace(secret, _MASK)
+    return text
 
 
 def _print_config(settings: Dict[str, Tuple[Any, str]], out: Any = None) -> None:
@@ -309,6 +350,7 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
     try:
         from gunicorn.app.base import BaseApplication
         from gunicorn.arbiter import Arbiter
+        from gunicorn.errors import HaltServer
     except ImportError:
         raise SystemExit('serve needs gunicorn: pip install "pixel-middleware[server]" (or serve --dev)') from None
 
@@ -370,13 +412,25 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
                 self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:  # in each worker, after the fork
-            return _build(settings)
+            try:
+                return _build(settings)
+            except Exception as error:
+                # gunicorn would log the traceback and print the error, and sink errors quote
+                # their URL, credentials and all: one masked line, and the master stops.
+                print(f"pixel-middleware serve: cannot start: {type(error).__name__}: {_masked(str(error), settings)}",
+                      file=sys.stderr, flush=True)
+                sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
         def run(self) -> None:
             try:
                 _GracefulArbiter(self).run()
             except RuntimeError as error:
                 raise SystemExit(f"pixel-middleware serve: {error}") from None
+            except HaltServer as error:
+                # Raised again out of gunicorn's own halt when a second worker fails to boot
+                # while the master stops for the first: its reason, not a traceback.
+                print(f"pixel-middleware serve: {error.reason}", file=sys.stderr, flush=True)
+                raise SystemExit(error.exit_status) from None
 
     class _GracefulArbiter(Arbiter):
         def handle_int(self) -> None:
@@ -439,11 +493,15 @@ def serve(args: argparse.Namespace) -> int:
     ops = f"; ops on http://{settings['ops_host']}:{settings['ops_port']}/" if settings["ops_port"] else ""
     print(f"pixel collector on http://{settings['host']}:{settings['port']}/ (sink: {sinks}{ops})",
           file=sys.stderr, flush=True)
+    owner = os.getpid()
     try:
         if args.dev:
             _run_dev(settings)
         else:
             _run_gunicorn(settings)
     finally:
-        shutil.rmtree(settings["state_dir"], ignore_errors=True)
+        # gunicorn forks its workers in here, and a worker that stops (SIGTERM, HUP, TTOU)
+        # leaves through this block too: only the master may remove what all workers share.
+        if os.getpid() == owner:
+            shutil.rmtree(settings["state_dir"], ignore_errors=True)
     return 0

@@ -51,7 +51,8 @@ def test_print_config_flags_win_over_the_environment_and_secrets_are_masked() ->
     done = print_config(
         "--port", "9001", "--write-key", "flag-key-1",
         PIXEL_PORT="9000", PIXEL_WORKERS="3", PIXEL_DNT="yes", PIXEL_SIGNING_KEY="sign-secret-1",
-        PIXEL_SINK="kafka://h1:9092,h2:9092/raw?sasl.password=kafka-secret-1,https://u:http-secret-1@x.test/v1/batch",
+        PIXEL_SINK="kafka://h1:9092,h2:9092/raw?sasl.password=kafka-secret-1,https://u:http-secret-1@x.test/v1/batch,"
+                   "https://x.test/in?sv=2020&sig=sas-secret-1#auth=bob:frag-secret-1&header.X-Team=hdr-secret-1&gzip=1",
         PIXEL_WRITE_KEYS="env-key-1,env-key-2", PIXEL_DEDUP="redis://:redis-secret-1@127.0.0.1:6379/0",
     )
     assert done.returncode == 0, done.stderr
@@ -62,14 +63,34 @@ def test_print_config_flags_win_over_the_environment_and_secrets_are_masked() ->
     assert rows["PIXEL_IP"].split()[1:] == ["full", "(default)"]
     assert "kafka://h1:9092,h2:9092/raw" in rows["PIXEL_SINK"] and "https://u:" in rows["PIXEL_SINK"]
     assert rows["PIXEL_WRITE_KEYS"].endswith("(flag)")
-    for secret in ("flag-key-1", "env-key", "sign-secret-1", "kafka-secret-1", "http-secret-1", "redis-secret-1"):
+    assert "sv=2020" in rows["PIXEL_SINK"] and "gzip=1" in rows["PIXEL_SINK"]  # only credentials are masked
+    for secret in ("flag-key-1", "env-key", "sign-secret-1", "kafka-secret-1", "http-secret-1", "redis-secret-1",
+                   "sas-secret-1", "frag-secret-1", "hdr-secret-1"):
         assert secret not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("name, value", [("PIXEL_PORT", "eighty"), ("PIXEL_DNT", "perhaps"), ("PIXEL_IP", "half")])
+@pytest.mark.parametrize("name, value", [("PIXEL_PORT", "eighty"), ("PIXEL_DNT", "perhaps"), ("PIXEL_IP", "half"),
+                                         ("PIXEL_WORKERS", "0"), ("PIXEL_PORT", "70000"),
+                                         ("PIXEL_SHUTDOWN_TIMEOUT", "nan"), ("PIXEL_PROXIES", "-1")])
 def test_a_bad_environment_value_names_the_variable(name: str, value: str) -> None:
     done = print_config(**{name: value})
     assert done.returncode == 2 and name in done.stderr and value not in done.stderr
+
+
+def test_an_out_of_range_flag_is_refused_before_gunicorn_starts() -> None:
+    done = print_config("--workers", "0")  # gunicorn would run no worker at all, silently
+    assert done.returncode == 2 and "--workers" in done.stderr and done.stdout == ""
+
+
+def test_a_sink_that_cannot_be_built_stops_serve_with_one_line_and_no_credentials(start: Any) -> None:
+    port = free_port()
+    process = start(["-m", "pixel_middleware", "serve", "--workers", "2", "--port", str(port),
+                     "--sink", "kttps://alice:typo-secret-1@x.test/in",
+                     "--sink", "https://x.test/in#auth=bob:frag-secret-2"], port)
+    assert process.proc.wait(60) == 3  # gunicorn's "worker failed to boot": the master stops, no respawn loop
+    output = process.output()
+    assert "cannot start: ValueError: unknown sink URL 'kttps://alice:********@x.test/in'" in output, output
+    assert "Traceback" not in output and "typo-secret-1" not in output and "frag-secret-2" not in output, output
 
 
 def scrape(ops: str) -> Dict[Any, float]:
@@ -135,9 +156,23 @@ def test_two_workers_answer_pixels_publicly_and_health_metrics_only_on_the_ops_p
     for i in range(10):
         assert pixel(port, "Opened", f"n{i}") == 200
     assert wait_until(lambda: scrape(ops).get(key) == sent + 10, 15), scrape(ops)
+    # A worker stops gracefully (as on HUP or TTOU): the state every worker shares stays.
+    victim = children(master)[0]
+    os.kill(victim, signal.SIGTERM)
+    assert wait_until(lambda: victim not in children(master) and len(children(master)) == 2, 30)
+    for i in range(10, 20):
+        assert pixel(port, "Opened", f"n{i}") == 200
+    assert wait_until(lambda: scrape(ops).get(key) == sent + 20, 15), scrape(ops)
+    assert wait_until(lambda: json.loads(get(ops + "/readyz")[1]).get("workers") == 2, 15)
     text = get(ops + "/metrics")[1].decode()
     assert WRITE_KEY not in text and "wrong-key" not in text
+
+    # SIGTERM to the master and every worker at once (systemd's KillMode=control-group, Ctrl-C).
+    for pid in [master, *children(master)]:
+        os.kill(pid, signal.SIGTERM)
+    assert process.proc.wait(60) == 0
     process.stop()
+    assert "Traceback" not in process.output(), process.output()
     assert WRITE_KEY not in process.output() and "wrong-key" not in process.output()
 
 
