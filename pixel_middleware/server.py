@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .cli import make_app
 from .middleware import PixelMiddleware
+from .sinks.delivery import as_bool
 
 _log = logging.getLogger("pixel_middleware")
 
@@ -145,12 +146,10 @@ def _from_env(option: Option, text: str) -> Any:
         parts = _NEXT_SINK.split(text) if option.name == "sink" else text.split(",")
         return [part.strip() for part in parts if part.strip()] or None
     if option.kind == "bool":
-        lowered = text.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError(f"{option.env} must be one of 1/true/yes/on or 0/false/no/off")
+        try:
+            return as_bool(text.strip())  # as sink URL options read them
+        except ValueError:
+            raise ValueError(f"{option.env} must be one of 1/true/yes/on or 0/false/no/off") from None
     if option.kind in ("int", "float"):
         try:
             return (int if option.kind == "int" else float)(text)
