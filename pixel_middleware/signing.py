@@ -23,6 +23,7 @@ keys with the standard library's ``hmac``, and no HMAC is written here.
 """
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import time
@@ -30,17 +31,23 @@ from bisect import bisect_left
 from urllib.parse import urlencode
 from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
-from itsdangerous import BadData, TimestampSigner
+from itsdangerous import TimestampSigner
 from itsdangerous.encoding import base64_decode, bytes_to_int
 
 from .events import DecodeError
 
 #: Keeps pixel signatures apart from anything else signed with the same key.
 SALT = "pixel-middleware.url"
-#: The cache buster and the signature itself are not signed.
-_UNSIGNED_PIECES = ("cb=", "sig=")
 
 Key = Union[str, bytes]
+
+#: itsdangerous' URL-safe alphabet, from the standard one.
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _encode(digest: bytes) -> bytes:
+    """``itsdangerous.encoding.base64_encode`` of a 32-byte digest, in two C calls rather than six Python ones."""
+    return binascii.b2a_base64(digest, newline=False).translate(_URL_SAFE)[:43]  # 44 with one "=" of padding
 
 
 def _canonical(path: str, query: str) -> str:
@@ -50,13 +57,12 @@ def _canonical(path: str, query: str) -> str:
     """
     pieces = query.split("&")
     pieces.sort()
-    for unsigned in _UNSIGNED_PIECES:  # sorted, each name's pieces stand together: cut them out in one slice
-        start = end = bisect_left(pieces, unsigned)
-        while end < len(pieces) and pieces[end].startswith(unsigned):
-            end += 1
-        del pieces[start:end]
-    while pieces and not pieces[0]:
-        del pieces[0]  # empty pieces ("a=1&&b=2") sort first
+    # Sorted, every piece starting "sig=" lies in ["sig=", "sig>") ('>' follows '='), and
+    # likewise "cb=": two slices, found by bisection, instead of a test of every piece.
+    del pieces[bisect_left(pieces, "sig=") : bisect_left(pieces, "sig>")]
+    del pieces[bisect_left(pieces, "cb=") : bisect_left(pieces, "cb>")]
+    if pieces and not pieces[0]:
+        del pieces[: bisect_left(pieces, "\x00")]  # empty pieces ("a=1&&b=2") sort first
     return f"{len(path)}:{path}?{'&'.join(pieces)}"
 
 
@@ -116,14 +122,14 @@ class Verifier:
         path = environ.get("PATH_INFO", "")[self._prefix_length :]
         # PEP 3333 hands raw bytes over as latin-1: encoded back to them, whatever they are.
         message = f"{_canonical(path, environ.get('QUERY_STRING', ''))}.{stamp}".encode("utf-8", "surrogateescape")
-        try:
-            signature = base64_decode(mac)
-        except BadData:
-            raise DecodeError("bad_signature", "the signature is not well formed") from None
+        # The good signature is encoded as itsdangerous encodes it and compared with the one sent,
+        # rather than the one sent decoded: cheaper, and a signature not written the one way
+        # itsdangerous writes it was not made by it.
+        sent = mac.encode("utf-8", "surrogateescape")
         for keyed in self._macs:
             mac_ = keyed.copy()
             mac_.update(message)
-            if hmac.compare_digest(mac_.digest(), signature):
+            if hmac.compare_digest(_encode(mac_.digest()), sent):
                 break
         else:
             raise DecodeError("bad_signature", "the signature does not match the URL")

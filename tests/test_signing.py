@@ -85,6 +85,11 @@ def test_changing_any_signed_parameter_is_rejected(reject, name, value):
         pytest.param(lambda p, q: ("/v1/pixel/page", q), id="other-route"),
         pytest.param(lambda p, q: (p, [(n, v) for n, v in q if n != "sig"] + [("sig", "")]), id="empty-signature"),
         pytest.param(lambda p, q: (p, [(n, v) for n, v in q if n != "sig"] + [("sig", "!!.??")]), id="garbage-signature"),
+        pytest.param(lambda p, q: (p, [(n, v + "=" if n == "sig" else v) for n, v in q]), id="padded-signature"),
+        pytest.param(lambda p, q: (p, [(n, v + "\u00e9" if n == "sig" else v) for n, v in q]), id="non-ascii-signature"),
+        # Only "cb=" and "sig=" pieces are left out of the signature, not names that start alike.
+        pytest.param(lambda p, q: (p, q + [("sigma", "1")]), id="added-sig-prefixed-name"),
+        pytest.param(lambda p, q: (p, q + [("cbx", "1")]), id="added-cb-prefixed-name"),
     ],
 )
 def test_changing_the_shape_is_rejected(reject, change):
