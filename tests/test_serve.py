@@ -89,7 +89,7 @@ def test_a_sink_that_cannot_be_built_stops_serve_with_one_line_and_no_credential
                      "--sink", "https://x.test/in#auth=bob:frag-secret-2"], port)
     assert process.proc.wait(60) == 3  # gunicorn's "worker failed to boot": the master stops, no respawn loop
     output = process.output()
-    assert "cannot start: ValueError: unknown sink URL 'kttps://alice:********@x.test/in'" in output, output
+    assert "cannot start: ValueError: unknown sink URL scheme 'kttps'" in output, output
     assert "Traceback" not in output and "typo-secret-1" not in output and "frag-secret-2" not in output, output
 
 

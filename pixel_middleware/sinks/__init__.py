@@ -34,7 +34,8 @@ def sink_from_url(url: str) -> Sink:
     target = SCHEMES.get(scheme)
     if target is None or ":" not in url:
         known = ", ".join(f"{s}:" for s in SCHEMES)
-        raise ValueError(f"unknown sink URL {url!r}: the schemes are {known}")
+        # The scheme only: the rest of a sink URL may hold credentials, and errors end up in logs.
+        raise ValueError(f"unknown sink URL scheme {scheme[:20]!r}: the schemes are {known}")
     module, _, name = target.partition(":")
     cls: Any = getattr(importlib.import_module(module), name)
     return cls.from_url(url)

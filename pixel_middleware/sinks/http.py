@@ -112,7 +112,8 @@ class HttpSink(DeliveringSink):
         if format not in FORMATS:
             raise ValueError(f"HttpSink format={format!r}: choose one of {', '.join(FORMATS)}")
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"HttpSink url={url!r} is not an http:// or https:// URL")
+            # The URL is not quoted back: it may hold credentials, and errors end up in logs.
+            raise ValueError("HttpSink needs an http:// or https:// URL")
         self.url = url
         self.format = format
         self.keeps_write_key = format == "segment"
@@ -141,7 +142,7 @@ class HttpSink(DeliveringSink):
         return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
     def __repr__(self) -> str:
-        return f"<HttpSink {self.url}>"
+        return f"<HttpSink {self.name}>"
 
     @classmethod
     def from_url(cls, url: str) -> "HttpSink":

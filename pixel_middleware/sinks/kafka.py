@@ -124,8 +124,13 @@ class KafkaSink(DeliveringSink):
         are taken by name; every other parameter is a producer setting.
         """
         parts = urlsplit(url)
+        # The URL is not quoted back in these errors: its query may hold sasl.password.
         if not parts.netloc:
-            raise ValueError(f"Kafka sink URL {url!r} names no broker: kafka://host:port/topic")
+            raise ValueError("Kafka sink URL names no broker: kafka://host:port/topic")
+        if "@" in parts.netloc:
+            # Read as a broker name, user:password@ would be in the sink's name, metrics and logs.
+            raise ValueError("Kafka sink URL: credentials go in the query (sasl.username=...&sasl.password=...), "
+                             "not before the broker")
         options, config = split_options(
             parse_qsl(parts.query, keep_blank_values=True),
             {"delivery_timeout": float, "probe_timeout": float},

@@ -9,7 +9,8 @@ from sinkhelpers import Endpoint, fire, wait_until
 from pixel_middleware import FanoutSink, HttpSink, LogSink
 
 
-def test_http_sink_health_follows_an_outage_and_names_no_credentials(endpoint: Endpoint, spool_dir: str, pixels: Any) -> None:
+def test_http_sink_health_follows_an_outage_and_names_no_credentials(endpoint: Endpoint, spool_dir: str, pixels: Any,
+                                                                     caplog: Any) -> None:
     url = endpoint.url.replace("http://", "http://user:s3cret@") + "?api_key=s3cret"
     sink = HttpSink(url, spool_dir=spool_dir, timeout=1.0, retries=0, retry_backoff=0.1, retry_backoff_max=0.3,
                     linger=0.02, exit_timeout=None, spool_max_bytes=1 << 20)
@@ -33,6 +34,9 @@ def test_http_sink_health_follows_an_outage_and_names_no_credentials(endpoint: E
         wait_until(lambda: sink.health()[0]["spool_bytes"] > 0, 10)
         time.sleep(0.05)
         assert sink.health()[0]["oldest_spooled_seconds"] > 0
+
+        # The sink logged the outage: by host and path, never with the URL's credentials.
+        assert "127.0.0.1" in caplog.text and "s3cret" not in caplog.text and "s3cret" not in repr(sink)
 
         endpoint.default = (200, {})
         wait_until(lambda: sink.health()[0]["down_since"] is None, 10)
