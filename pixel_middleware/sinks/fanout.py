@@ -6,7 +6,7 @@ the others; the error is logged.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from ..events import Event
 from .base import Sink
@@ -28,7 +28,16 @@ class FanoutSink(Sink):
                 _log.exception("sink %r failed to take an event", sink)
 
     def health(self) -> List[Dict[str, Any]]:
-        return [entry for sink in self.sinks for entry in sink.health()]
+        # Names are labels in metrics and readiness: two sinks alike (two log sinks, one
+        # endpoint with two tokens) must not add up under one, so a repeat is numbered.
+        entries = [entry for sink in self.sinks for entry in sink.health()]
+        seen: Dict[str, int] = {}
+        for entry in entries:
+            name = entry["sink"]
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:
+                entry["sink"] = f"{name}#{seen[name]}"
+        return entries
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         return all([sink.flush(timeout) for sink in self.sinks])

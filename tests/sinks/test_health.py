@@ -53,5 +53,8 @@ def test_fanout_reports_each_sink_and_log_sink_is_never_down(endpoint: Endpoint,
         entries = FanoutSink([LogSink(), http]).health()
         assert [entry["sink"] for entry in entries] == ["log", http.name]
         assert entries[0]["down_since"] is None and entries[0]["queue_depth"] == 0
+        # Two sinks alike keep apart in metrics and readiness: a repeated name is numbered.
+        entries = FanoutSink([LogSink(), http, LogSink(), FanoutSink([LogSink()])]).health()
+        assert [entry["sink"] for entry in entries] == ["log", http.name, "log#2", "log#3"]
     finally:
         http.close(2)
