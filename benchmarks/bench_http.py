@@ -15,6 +15,10 @@ Target: collector >= 0.90x bare (the median round). Both servers, wrk and
 this script share the machine's cores: compare the ratio, never the
 absolute figures, across runs or machines.
 
+Also prints the CPU time the two gunicorn workers spent per request (from
+/proc): steadier than requests per second on a shared machine, and it shows
+what the collector's pipeline costs inside a worker.
+
 Checks that the collector really recorded what it answered: the events file
 must hold a line for at least 99% of the requests wrk counted.
 """
@@ -100,6 +104,22 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(10)
 
 
+def worker_cpu_seconds(master: int) -> float:
+    """User plus system CPU time of ``master``'s child processes (gunicorn's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == master:
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def wrk(url: str, duration: float, connections: int) -> Dict[str, float]:
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
@@ -136,12 +156,14 @@ def main() -> None:
         recorded = 0
         for round_ in range(1, args.rounds + 1):
             for kind in ("bare", "collector"):  # alternated, so that a busy spell hits both alike
+                cpu = worker_cpu_seconds(servers[kind].pid)
                 figures = wrk(f"http://127.0.0.1:{ports[kind]}{PATH}?{QUERY}", args.duration, args.connections)
+                figures["cpu_us"] = (worker_cpu_seconds(servers[kind].pid) - cpu) / figures["requests"] * 1e6
                 results[kind].append(figures)
                 if kind == "collector":
                     recorded += figures["requests"]
                 print(f"  round {round_} {kind:<9} {figures['rps']:9.0f} req/s   p50 {figures['p50']:6.2f} ms"
-                      f"   p99 {figures['p99']:6.2f} ms")
+                      f"   p99 {figures['p99']:6.2f} ms   worker CPU {figures['cpu_us']:4.0f} us/request")
     finally:
         for process in servers.values():
             stop(process)
@@ -153,7 +175,8 @@ def main() -> None:
     for kind in ("bare", "collector"):
         rows = results[kind]
         print(f"  {kind:<9} median {statistics.median(r['rps'] for r in rows):9.0f} req/s   "
-              f"p50 {statistics.median(r['p50'] for r in rows):6.2f} ms   p99 {statistics.median(r['p99'] for r in rows):6.2f} ms")
+              f"p50 {statistics.median(r['p50'] for r in rows):6.2f} ms   p99 {statistics.median(r['p99'] for r in rows):6.2f} ms   "
+              f"worker CPU {statistics.median(r['cpu_us'] for r in rows):4.0f} us/request")
     print(f"  collector / bare = {median:.2f}x (median round; target >= 0.90x: {'ok' if median >= 0.90 else 'MISSED'})")
     print(f"  events recorded: {lines} lines for {recorded:.0f} requests counted by wrk (+ readiness probes)")
     shutil.rmtree(workdir, ignore_errors=True)
