@@ -7,6 +7,9 @@ changes; every other byte of the email is copied through as it was.
 """
 from __future__ import annotations
 
+import re
+from html import unescape
+from html.entities import html5
 from html.parser import HTMLParser
 from typing import Callable, List, Optional, Tuple
 
@@ -17,11 +20,46 @@ from pixel_middleware.clicks import target_host
 #: Put this attribute on a link to leave it untracked (unsubscribe links, for instance).
 SKIP_ATTRIBUTE = "data-pixel-skip"
 
+#: A character reference, as :func:`html.unescape` finds them.
+_CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
+
+
+def _unescape_attribute(value: str) -> str:
+    """An attribute's raw text as a browser reads it, which :func:`html.unescape` alone does not.
+
+    In an attribute, a named reference without ``;`` that is followed by ``=``
+    or an ASCII letter or digit stays text (HTML's "historical reasons" rule):
+    ``href="?lang=en&region=eu"`` leads to ``&region=eu``, where
+    :func:`html.unescape` reads ``\u00aeion=eu``, and ``&gtin=1`` to ``&gtin=1``,
+    not ``>in=1``. Bare ``&`` in links is common in email HTML.
+    """
+
+    def replace(match: "re.Match[str]") -> str:
+        name = match.group(1)
+        if name[0] != "#" and name not in html5:
+            # The entity name html.unescape would take from the front of ``name``, as it takes it.
+            end = next((end for end in range(len(name) - 1, 1, -1) if name[:end] in html5), 0)
+            if end and (name[end] == "=" or (name[end].isascii() and name[end].isalnum())):
+                return match.group(0)
+        return unescape(match.group(0))
+
+    return _CHARREF.sub(replace, value) if "&" in value else value
+
 
 class _LinkFinder(HTMLParser):
-    def __init__(self, source: str, click_url: Callable[[str], str]) -> None:
+    """Finds the links; fed the source with each ``&`` as ``amp``, a character not in it.
+
+    :class:`HTMLParser` unescapes attribute values with :func:`html.unescape`,
+    which reads some of them otherwise than browsers do; with no ``&`` in
+    what it parses there is nothing for it to unescape, and
+    :func:`_unescape_attribute` reads the raw values instead. One character
+    for one keeps every position the same.
+    """
+
+    def __init__(self, source: str, click_url: Callable[[str], str], amp: str) -> None:
         super().__init__(convert_charrefs=False)
         self._click_url = click_url
+        self._amp = amp
         # getpos() counts lines by "\n" alone, as here (not str.splitlines' many line breaks).
         self._line_starts = [0]
         for line in source.split("\n"):
@@ -38,6 +76,7 @@ class _LinkFinder(HTMLParser):
     def _rewrite(self, tag: str, attrs: List[Tuple[str, Optional[str]]], closed: bool) -> None:
         if tag != "a" or any(name == SKIP_ATTRIBUTE for name, _ in attrs):
             return
+        attrs = [(name, None if value is None else _unescape_attribute(value.replace(self._amp, "&"))) for name, value in attrs]
         href = next((value for name, value in attrs if name == "href"), None)
         if href is None or target_host(href.strip()) is None:
             return  # mailto:, tel:, #fragment, relative, and anything the click route would refuse
@@ -61,8 +100,9 @@ def rewrite_links(html: str, click_url: Callable[[str], str]) -> str:
     links, links with a ``data-pixel-skip`` attribute, and targets the click
     route would refuse to follow.
     """
-    finder = _LinkFinder(html, click_url)
-    finder.feed(html)
+    amp = next(c for c in map(chr, range(0xE000, 0x110000)) if c not in html)  # private use first
+    finder = _LinkFinder(html, click_url, amp)
+    finder.feed(html.replace("&", amp))
     finder.close()
     out, position = [], 0
     for start, end, replacement in finder.edits:

@@ -214,3 +214,21 @@ def test_track_links_handles_entities_case_and_line_breaks(make_app: Callable[..
     assert parse_qs(urlsplit(first).query)["url"] == ["https://x.example/?a=1&b=2"]
     assert parse_qs(urlsplit(second).query)["url"] == ["http://y.example/"]
     assert result.startswith("<p>a\r\nb</p>\n<a href=") and 'class="btn">x</A>\n<a href=' in result
+
+
+def test_track_links_reads_bare_ampersands_in_href_as_browsers_do(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
+    # HTML's rule for attributes: a named reference with no ';' followed by '=' or a letter or digit
+    # is text ("&region=eu" stays as written), so a browser follows exactly this URL; html.unescape
+    # alone read "&region" as "®ion" (the link was left untracked) and "&gtin" as ">in" (the click
+    # led elsewhere). Other attributes of the tag keep their text likewise.
+    app = make_app(SECRET_KEY="s", PIXEL_BASE_URL="https://mail.example")
+    target = "https://shop.example/p?lang=en&region=eu&gtin=4006381333931&copy=1&amp=2"
+    source = f'<a href="{target}" title="Q&amp;A &copy=1 &times 2">Shop</a> <a href="https://shop.example/?a=1&amp;b=&lt;">x</a>'
+    with app.app_context():
+        result = str(flask_pixel.track_links(source, "u1"))
+    (first, attributes), (second, _) = links(result)
+    assert parse_qs(urlsplit(first).query)["url"] == [target]
+    assert parse_qs(urlsplit(second).query)["url"] == ["https://shop.example/?a=1&b=<"]
+    response = get(app, first)
+    assert response.status_code == 302 and response.headers["Location"] == target
+    assert 'title="Q&amp;A &amp;copy=1 × 2"' in result
