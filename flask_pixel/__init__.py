@@ -504,6 +504,8 @@ def _signing_keys(app: Flask, settings: Mapping[str, Any]) -> Tuple[Any, Sequenc
         key = app.config.get("SECRET_KEY")
         if fallbacks is None:
             fallbacks = app.config.get("SECRET_KEY_FALLBACKS")
+    if isinstance(fallbacks, (str, bytes)):
+        fallbacks = (fallbacks,)  # one key, as PIXEL_* lists take one string: not one key per character
     return key or None, tuple(fallbacks or ())
 
 

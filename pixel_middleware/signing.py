@@ -66,7 +66,11 @@ def _canonical(path: str, query: str) -> str:
     return f"{len(path)}:{path}?{'&'.join(pieces)}"
 
 
-def _signer(key: Key, fallbacks: Iterable[Key] = ()) -> TimestampSigner:
+def _signer(key: Key, fallbacks: Union[Key, Iterable[Key]] = ()) -> TimestampSigner:
+    if isinstance(fallbacks, (str, bytes)):
+        # One key: iterated, a string would list each of its characters as a key, and a
+        # one-character key is guessed at the first tries.
+        fallbacks = (fallbacks,)
     # itsdangerous signs with the last key of the list; the fallbacks come before it, oldest first.
     keys = [*reversed(list(fallbacks)), key]
     return TimestampSigner(keys, salt=SALT, digest_method=hashlib.sha256)

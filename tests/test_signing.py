@@ -129,6 +129,18 @@ def test_removed_fallback_rejects(signals):
     assert signals.of("rejected")[0]["reason"] == "bad_signature"
 
 
+@pytest.mark.parametrize("fallback", [OLD_KEY, OLD_KEY.encode()], ids=["str", "bytes"])
+def test_a_single_fallback_key_is_one_key_not_one_per_character(fallback, signals):
+    # A str is iterable: taken as a list of keys, "the-key-before" listed "t", "h", "e", ...,
+    # and a URL signed with the one-character key "t" passed as signed.
+    sink = MemorySink()
+    client = Client(PixelMiddleware(None, sink=sink, signing_key=KEY, signing_key_fallbacks=fallback))
+    fire(client, signed(key=OLD_KEY, user_id="rotated"))
+    fire(client, signed(key="t", user_id="forged"))
+    assert [event["userId"] for event in sink.events] == ["rotated"]
+    assert [call["reason"] for call in signals.of("rejected")] == ["bad_signature"]
+
+
 @pytest.mark.parametrize(
     "dialect, prefix",
     [

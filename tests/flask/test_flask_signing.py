@@ -82,6 +82,17 @@ def test_own_signing_key_and_fallbacks(make_app: Callable[..., Flask], pixel_sin
         assert (len(pixel_sink.events) == before + 1) is accepted, key
 
 
+@pytest.mark.parametrize("setting", ["PIXEL_SIGNING_KEY_FALLBACKS", "SECRET_KEY_FALLBACKS"])
+def test_a_fallback_key_given_as_a_string_is_one_key(make_app: Callable[..., Flask], pixel_sink: MemorySink, setting: str) -> None:
+    # Other PIXEL_* lists take a string too; a key string read as a list of keys made each of its
+    # characters a signing key, and anyone could sign URLs with one of them.
+    app = make_app(SECRET_KEY="flask-secret", PIXEL_BASE_URL="https://mail.example", **{setting: "old-secret"})
+    for key, accepted in [("old-secret", True), ("o", False), ("-", False)]:
+        before = len(pixel_sink.events)
+        get(app, build_pixel_url("https://mail.example", "E", user_id="u1", write_key=WRITE_KEY, signing_key=key))
+        assert (len(pixel_sink.events) == before + 1) is accepted, key
+
+
 def test_click_url_global_records_and_redirects(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
     app = make_app(SECRET_KEY="flask-secret", PIXEL_BASE_URL="https://mail.example")
     with app.app_context():
