@@ -436,7 +436,8 @@ class Pixel:
         ``PIXEL_REQUIRE_SIGNATURE`` (``False``)
             reject unsigned pixel URLs (``missing_signature``).
         ``PIXEL_SIGNATURE_MAX_AGE`` (``None``)
-            reject URLs signed longer ago than this many seconds.
+            reject URLs signed longer ago than this many seconds (or this
+            :class:`~datetime.timedelta`).
         ``PIXEL_CLICK_ALLOWED_HOSTS`` (``None``)
             hosts the click route redirects to without a signature (a list
             or a comma-separated string; ``*.example.com`` for subdomains).

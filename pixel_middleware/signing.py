@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import time
 from bisect import bisect_left
+from datetime import timedelta
 from urllib.parse import urlencode
 from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
@@ -82,6 +83,22 @@ def sign_pairs(key: Key, path: str, pairs: Sequence[Tuple[str, str]]) -> str:
     return _signer(key).sign(value)[len(value.encode("utf-8")) + 1 :].decode("ascii")
 
 
+def _seconds(max_age: Union[float, timedelta, None]) -> Optional[float]:
+    """``signature_max_age`` in seconds, checked once here rather than on every request.
+
+    A :class:`~datetime.timedelta` is taken as Flask takes its durations; anything
+    else but a number (a ``"3600"`` read from the environment) is refused: compared
+    on each request, it made every signed URL fail inside the pipeline.
+    """
+    if max_age is None:
+        return None
+    if isinstance(max_age, timedelta):
+        return max_age.total_seconds()
+    if isinstance(max_age, (int, float)) and not isinstance(max_age, bool):
+        return float(max_age)
+    raise TypeError(f"signature_max_age must be a number of seconds or a timedelta, not {type(max_age).__name__}")
+
+
 class Verifier:
     """The signature step of the pipeline: checks ``sig`` and marks ``context.pixel.signed``.
 
@@ -101,7 +118,7 @@ class Verifier:
         *,
         prefix: str = "",
         required: bool = False,
-        max_age: Optional[float] = None,
+        max_age: Union[float, timedelta, None] = None,
     ) -> None:
         signer = _signer(key, fallbacks)
         # One keyed HMAC per key, newest first, from itsdangerous' own key derivation and
@@ -111,7 +128,7 @@ class Verifier:
                       for secret in reversed(signer.secret_keys)]
         self._prefix_length = len(prefix)
         self.required = required
-        self.max_age = max_age
+        self.max_age = _seconds(max_age)
 
     def valid(self, environ: Mapping[str, Any], sig: str, max_age: Optional[float] = None) -> bool:
         """Whether the request in ``environ`` carries the good signature ``sig``; never raises."""

@@ -191,6 +191,29 @@ def test_expiry(monkeypatch):
     assert len(sink.events) == 1 and middleware.rejections == {"signature_expired": 1}
 
 
+def test_expiry_as_a_timedelta(monkeypatch):
+    # Flask's own durations (PERMANENT_SESSION_LIFETIME) may be timedeltas; one here made every
+    # signed request fail inside the pipeline (internal_error, a traceback each), none recorded.
+    from datetime import timedelta
+
+    sink = MemorySink()
+    middleware = PixelMiddleware(None, sink=sink, signing_key=KEY, signature_max_age=timedelta(minutes=1))
+    client = Client(middleware)
+    fire(client, signed())
+    real_time = time.time
+    with monkeypatch.context() as clock:
+        clock.setattr(time, "time", lambda: real_time() - 120)
+        old = signed()
+    fire(client, old)
+    assert len(sink.events) == 1 and middleware.rejections == {"signature_expired": 1}
+
+
+@pytest.mark.parametrize("max_age", ["3600", [60]])
+def test_an_expiry_that_is_no_number_is_a_configuration_error(max_age):
+    with pytest.raises(TypeError, match="signature_max_age"):
+        PixelMiddleware(None, signing_key=KEY, signature_max_age=max_age)
+
+
 ROUND_TRIP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
 _name = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
