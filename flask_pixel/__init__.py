@@ -299,10 +299,20 @@ class PixelState:
 
         ``mailto:``, ``tel:``, fragment and relative links, and links with
         a ``data-pixel-skip`` attribute, stay as they are; so does the rest
-        of the HTML. The result is :class:`~markupsafe.Markup`: ``html`` is
-        taken to be HTML already, as an email body is.
+        of the HTML. So do this app's click URLs (a :meth:`click_url` in the
+        body): wrapped again, one click would record two events, the outer
+        one with the inner URL, write key and all, as its ``link_url``. The
+        result is :class:`~markupsafe.Markup`: ``html`` is taken to be HTML
+        already, as an email body is.
         """
-        return Markup(rewrite_links(str(html), lambda href: self.click_url(href, user, **properties)))
+        own: List[str] = []
+
+        def tracked(href: str) -> bool:
+            if not own:  # only once a link needs it: with no base URL, HTML without links still passes
+                own.append(f"{self.base_url()}/v1/click?")
+            return href.startswith(own[0])
+
+        return Markup(rewrite_links(str(html), lambda href: self.click_url(href, user, **properties), tracked))
 
     def _cache_buster(self, amp: bool = False) -> Union[bool, str]:
         setting = self.settings["cache_buster"]

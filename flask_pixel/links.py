@@ -56,10 +56,11 @@ class _LinkFinder(HTMLParser):
     for one keeps every position the same.
     """
 
-    def __init__(self, source: str, click_url: Callable[[str], str], amp: str) -> None:
+    def __init__(self, source: str, click_url: Callable[[str], str], amp: str, keep: Callable[[str], bool]) -> None:
         super().__init__(convert_charrefs=False)
         self._click_url = click_url
         self._amp = amp
+        self._keep = keep
         # getpos() counts lines by "\n" alone, as here (not str.splitlines' many line breaks).
         self._line_starts = [0]
         for line in source.split("\n"):
@@ -78,8 +79,8 @@ class _LinkFinder(HTMLParser):
             return
         attrs = [(name, None if value is None else _unescape_attribute(value.replace(self._amp, "&"))) for name, value in attrs]
         href = next((value for name, value in attrs if name == "href"), None)
-        if href is None or target_host(href.strip()) is None:
-            return  # mailto:, tel:, #fragment, relative, and anything the click route would refuse
+        if href is None or target_host(href.strip()) is None or self._keep(href.strip()):
+            return  # mailto:, tel:, #fragment, relative, anything the click route would refuse, what keep keeps
         raw = self.get_starttag_text() or ""
         line, column = self.getpos()
         start = self._line_starts[line - 1] + column
@@ -93,15 +94,16 @@ class _LinkFinder(HTMLParser):
         self.edits.append((start, start + len(raw), "".join(parts)))
 
 
-def rewrite_links(html: str, click_url: Callable[[str], str]) -> str:
+def rewrite_links(html: str, click_url: Callable[[str], str], keep: Callable[[str], bool] = lambda href: False) -> str:
     """``html`` with the ``href`` of every trackable link replaced by ``click_url(href)``.
 
     Left as they are: ``mailto:``, ``tel:``, fragment-only and relative
-    links, links with a ``data-pixel-skip`` attribute, and targets the click
-    route would refuse to follow.
+    links, links with a ``data-pixel-skip`` attribute, targets the click
+    route would refuse to follow, and those ``keep`` says to keep (links
+    that are click URLs already).
     """
     amp = next(c for c in map(chr, range(0xE000, 0x110000)) if c not in html)  # private use first
-    finder = _LinkFinder(html, click_url, amp)
+    finder = _LinkFinder(html, click_url, amp, keep)
     finder.feed(html.replace("&", amp))
     finder.close()
     out, position = [], 0

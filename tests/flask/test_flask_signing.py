@@ -243,3 +243,23 @@ def test_track_links_reads_bare_ampersands_in_href_as_browsers_do(make_app: Call
     response = get(app, first)
     assert response.status_code == 302 and response.headers["Location"] == target
     assert 'title="Q&amp;A &amp;copy=1 × 2"' in result
+
+
+def test_track_links_leaves_the_apps_own_click_urls_alone(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
+    # A body with a click_url(...) link of its own, filtered through track_links: wrapped again,
+    # one click recorded two events, the outer one's link_url the inner URL, write key included.
+    app = make_app(SECRET_KEY="s", PIXEL_BASE_URL="https://mail.example")
+    source = "<a href=\"{{ click_url('https://shop.example/cta', user, 'CTA Clicked') }}\" class=cta>Buy</a> <a href=\"https://shop.example/\">Shop</a>"
+    with app.app_context():
+        tracked = render_template_string("{% filter track_links(user) %}" + source + "{% endfilter %}", user="u1")
+    assert tracked.count("/v1/click?") == 2 and "%2Fv1%2Fclick" not in tracked
+    assert '" class=cta>Buy</a>' in tracked  # the tag as written, not rebuilt
+    (first, _), (second, _) = links(tracked)
+    response = get(app, first)
+    assert response.status_code == 302 and response.headers["Location"] == "https://shop.example/cta"
+    assert get(app, second).headers["Location"] == "https://shop.example/"
+    assert [(e["event"], e["properties"]["link_url"]) for e in pixel_sink.events] == [
+        ("CTA Clicked", "https://shop.example/cta"),
+        ("Email Link Clicked", "https://shop.example/"),
+    ]
+    assert all(WRITE_KEY not in str(e) for e in pixel_sink.events)
