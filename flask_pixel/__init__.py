@@ -281,7 +281,15 @@ class PixelState:
         Signed when the app has a signing key (``PIXEL_SIGNING_KEY``, by
         default from ``SECRET_KEY``); without one, ``url``'s host must be in
         ``PIXEL_CLICK_ALLOWED_HOSTS`` or the click route refuses it.
+        Raises :class:`RuntimeError` when the app has no click route
+        (``PIXEL_DIALECTS`` without ``compact``): every link would be a 404.
         """
+        if not any(route.click for route in self.collector.routes):
+            # Here rather than at init_app: an app that builds no click URL needs no click route.
+            raise RuntimeError(
+                "click URLs lead to /v1/click, which only the 'compact' dialect answers: "
+                "add 'compact' to PIXEL_DIALECTS, or the app's tracked links would all be 404s"
+            )
         uid = (self.settings["user_resolver"] or user_id)(user)
         props = {k: v for k, v in _plain(properties).items() if v is not None}
         return build_click_url(

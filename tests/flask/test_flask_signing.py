@@ -263,3 +263,15 @@ def test_track_links_leaves_the_apps_own_click_urls_alone(make_app: Callable[...
         ("Email Link Clicked", "https://shop.example/"),
     ]
     assert all(WRITE_KEY not in str(e) for e in pixel_sink.events)
+
+
+def test_click_urls_without_the_click_route_are_refused(make_app: Callable[..., Flask]) -> None:
+    # Without the compact dialect the app has no /v1/click: every link of an email rewritten to it
+    # was a 404 for the reader, found out only when the mail had gone.
+    app = make_app(SECRET_KEY="s", PIXEL_BASE_URL="https://mail.example", PIXEL_DIALECTS=["rudderstack"], PIXEL_URL_DIALECT="rudderstack")
+    with app.app_context():
+        assert flask_pixel.track_links('<a href="mailto:a@b.example">m</a>') == '<a href="mailto:a@b.example">m</a>'
+        with pytest.raises(RuntimeError, match="compact"):
+            flask_pixel.click_url("https://shop.example/", "u1")
+        with pytest.raises(RuntimeError, match="compact"):
+            flask_pixel.track_links('<a href="https://shop.example/">s</a>', "u1")
