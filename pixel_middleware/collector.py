@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from datetime import timedelta
 from collections import Counter
 from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
@@ -112,7 +113,7 @@ class Collector:
     :param signing_key_fallbacks: older keys still accepted (key rotation).
     :param require_signature: reject unsigned URLs (``missing_signature``).
     :param signature_max_age: reject URLs signed longer ago than this many
-        seconds (``signature_expired``).
+        seconds, or this :class:`~datetime.timedelta` (``signature_expired``).
     :param click_allowed_hosts: hosts the click route redirects to even
         without a valid signature; ``*.example.com`` allows its subdomains.
     :param machine_events: ``"keep"`` records fetches by machines (Apple MPP,
@@ -144,9 +145,9 @@ class Collector:
         prefix: str = "",
         sender: Any = None,
         signing_key: Optional[Key] = None,
-        signing_key_fallbacks: Iterable[Key] = (),
+        signing_key_fallbacks: Union[Key, Iterable[Key]] = (),
         require_signature: bool = False,
-        signature_max_age: Optional[float] = None,
+        signature_max_age: Union[float, timedelta, None] = None,
         click_allowed_hosts: Optional[Collection[str]] = None,
         machine_events: str = "keep",
         dedup: Union[None, float, str] = None,

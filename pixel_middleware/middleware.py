@@ -7,6 +7,7 @@ of the app one dict lookup and a suffix check per request.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Callable, Collection, Iterable, Optional, Union
 
 from .collector import Collector, WriteKeys
@@ -67,9 +68,9 @@ class PixelMiddleware:
         prefix: str = "",
         sender: Any = None,
         signing_key: Optional[Key] = None,
-        signing_key_fallbacks: Iterable[Key] = (),
+        signing_key_fallbacks: Union[Key, Iterable[Key]] = (),
         require_signature: bool = False,
-        signature_max_age: Optional[float] = None,
+        signature_max_age: Union[float, timedelta, None] = None,
         click_allowed_hosts: Optional[Collection[str]] = None,
         machine_events: str = "keep",
         dedup: Union[None, float, str] = None,
