@@ -174,6 +174,10 @@ def _resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None)
             default = _default_workers() if option.name == "workers" else option.default
             settings[option.name] = (default, "default")
         _check_bounds(option, settings[option.name][0])
+        if option.name in ("host", "ops_host") and not settings[option.name][0].strip():
+            # gunicorn binds an empty host to every interface: PIXEL_OPS_HOST= left blank by a
+            # template would publish /metrics, /readyz and the debug page to the world.
+            raise ValueError(f"{option.flag} / {option.env} must name an address (0.0.0.0: every interface)")
     return settings
 
 

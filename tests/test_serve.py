@@ -77,6 +77,13 @@ def test_a_bad_environment_value_names_the_variable(name: str, value: str) -> No
     assert done.returncode == 2 and name in done.stderr and value not in done.stderr
 
 
+@pytest.mark.parametrize("flags, env", [((), {"PIXEL_OPS_HOST": ""}), ((), {"PIXEL_HOST": " "}),
+                                         (("--ops-host", ""), {})])
+def test_an_empty_host_is_refused_rather_than_bound_to_every_interface(flags: Tuple[str, ...], env: Dict[str, str]) -> None:
+    done = print_config(*flags, PIXEL_OPS_PORT="9100", **env)
+    assert done.returncode == 2 and "must name an address" in done.stderr and done.stdout == ""
+
+
 def test_an_out_of_range_flag_is_refused_before_gunicorn_starts() -> None:
     done = print_config("--workers", "0")  # gunicorn would run no worker at all, silently
     assert done.returncode == 2 and "--workers" in done.stderr and done.stdout == ""
