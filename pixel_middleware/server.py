@@ -326,13 +326,19 @@ def _explainer(settings: Dict[str, Any]) -> Callable[[str], Any]:
 
 
 class _RedactingFilter(logging.Filter):
-    """Hides query strings in gunicorn's error log: a malformed request line holding a write key is logged whole."""
+    """Hides write keys in gunicorn's error log: a malformed request line holding one is logged whole.
+
+    Most dialects carry the key in the query string; mParticle's carries it in
+    the path (``/v1/{api_key}/Pixel``), which is hidden too.
+    """
 
     _QUERY = re.compile(r"\?[^\s'\"]*")
+    _PATH_KEY = re.compile(r"/v1/[^/\s'\"?]+/Pixel", re.IGNORECASE)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "?" in message:
+        if "?" in message or "/v1/" in message:
+            message = self._PATH_KEY.sub("/v1/[key hidden]/Pixel", message)
             record.msg, record.args = self._QUERY.sub("?[query hidden]", message), None
         return True
 

@@ -198,6 +198,18 @@ def test_gunicorn_error_log_hides_the_query_of_a_malformed_request(start: Any) -
     assert WRITE_KEY not in process.output(), process.output()
 
 
+def test_gunicorn_error_log_hides_the_mparticle_key_in_a_malformed_request_path(start: Any) -> None:
+    port = free_port()
+    process = start(["-m", "pixel_middleware", "serve", "--workers", "1", "--port", str(port)], port)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # the key is the path's, not the query's
+        sock.sendall(f"GET /v1/{WRITE_KEY}/Pixel\x01 HTTP/1.1\r\n\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+    process.wait_for(lambda line: "Invalid request" in line)
+    time.sleep(0.5)
+    process.stop()
+    assert WRITE_KEY not in process.output() and "/v1/[key hidden]/Pixel" in process.output(), process.output()
+
+
 @pytest.mark.parametrize("proxies, expected", [(None, "127.0.0.1"), ("1", "203.0.113.9")])
 def test_client_address_behind_a_proxy(start: Any, tmp_path: Path, proxies: Any, expected: str) -> None:
     port = free_port()
