@@ -71,11 +71,16 @@ class HostList:
         return host in self._exact or (bool(self._suffixes) and host.endswith(self._suffixes))
 
 
-def answer(collector: "Collector", environ: Mapping[str, Any], match: "Match", start_response: Callable) -> Iterable[bytes]:
-    """GET records the click and redirects; HEAD only redirects; an unsafe target gets a 400."""
-    method = environ.get("REQUEST_METHOD", "GET")
-    if method not in ("GET", "HEAD"):
-        return respond_gif(method, start_response)  # the 405 every pixel route gives
+#: The rejection of a click whose target is not followed: the route's, and explain()'s for it.
+UNSAFE = ("unsafe_redirect", "the click target is neither signed nor allowed")
+
+
+def safe_target(collector: "Collector", environ: Mapping[str, Any]) -> Optional[str]:
+    """The click's target when it may be followed (signed, or an allowed host), else ``None``.
+
+    One check for the route and for :func:`~pixel_middleware.explain.explain`,
+    so that decoding a click URL refuses what the route would refuse.
+    """
     try:
         params = parse_query(environ.get("QUERY_STRING", ""))
     except DecodeError:
@@ -87,9 +92,18 @@ def answer(collector: "Collector", environ: Mapping[str, Any], match: "Match", s
         host in collector._click_hosts
         or (verifier is not None and "sig" in params and verifier.valid(environ, params["sig"]))
     )
-    if not safe:
+    return target if safe else None
+
+
+def answer(collector: "Collector", environ: Mapping[str, Any], match: "Match", start_response: Callable) -> Iterable[bytes]:
+    """GET records the click and redirects; HEAD only redirects; an unsafe target gets a 400."""
+    method = environ.get("REQUEST_METHOD", "GET")
+    if method not in ("GET", "HEAD"):
+        return respond_gif(method, start_response)  # the 405 every pixel route gives
+    target = safe_target(collector, environ)
+    if target is None:
         if method == "GET":
-            collector._reject("unsafe_redirect", "the click target is neither signed nor allowed", None, match)
+            collector._reject(*UNSAFE, None, match)
         start_response("400 Bad Request", _REFUSED_HEADERS[:])
         return [_REFUSED] if method == "GET" else []
     if method == "GET":

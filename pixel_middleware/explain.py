@@ -28,6 +28,7 @@ def explain(url: str, **collector_options: Any) -> Tuple[Optional[Event], Option
     """
     from werkzeug.test import EnvironBuilder
 
+    from . import clicks
     from .collector import Collector
     from .sinks import MemorySink
 
@@ -53,6 +54,8 @@ def explain(url: str, **collector_options: Any) -> Tuple[Optional[Event], Option
         match = collector.match(environ["PATH_INFO"])
         if match is None:
             return None, "not_a_pixel_route: no dialect answers this path"
+        if match.route.click and clicks.safe_target(collector, environ) is None:
+            return None, ": ".join(clicks.UNSAFE)  # the route answers 400 and records nothing
         event = collector.collect(environ, match)
     finally:
         collector.close(timeout=1)

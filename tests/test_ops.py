@@ -40,6 +40,21 @@ def test_explain_uses_the_collectors_own_settings_but_never_dedup() -> None:
         assert reason is None and event["context"]["pixel"]["signed"] is True
 
 
+def test_explain_refuses_a_click_the_click_route_would_not_follow() -> None:
+    from pixel_middleware import build_click_url
+
+    options = {"write_keys": ["k"], "click_allowed_hosts": ["shop.test"]}
+    for target, followed in (("https://evil.test/", False), ("https://shop.test/a", True)):
+        url = build_click_url("http://x.test", target, user_id="u", write_key="k")
+        sink = MemorySink()
+        live = Client(PixelMiddleware(None, sink=sink, **options)).get(url.partition("x.test")[2])
+        assert live.status_code == (302 if followed else 400)
+        event, reason = explain(url, **options)
+        assert (event is not None) == followed == bool(sink.events), (target, reason)
+        if not followed:
+            assert reason == "unsafe_redirect: the click target is neither signed nor allowed"
+
+
 def test_a_stopped_worker_is_not_counted_live(tmp_path: Any) -> None:
     app = PixelMiddleware(None, sink=MemorySink())
     reporter = StatusReporter(app.collector, str(tmp_path), interval=60)
