@@ -355,6 +355,11 @@ def _gunicorn_logger() -> type:
     return RedactingLogger
 
 
+def _address(host: str, port: int) -> str:
+    """``host:port`` as gunicorn's bind and a URL read it: an IPv6 address (``::1``, ``::``) in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def _run_gunicorn(settings: Dict[str, Any]) -> None:
     try:
         from gunicorn.app.base import BaseApplication
@@ -363,9 +368,9 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
     except ImportError:
         raise SystemExit('serve needs gunicorn: pip install "pixel-middleware[server]" (or serve --dev)') from None
 
-    binds = [f"{settings['host']}:{settings['port']}"]
+    binds = [_address(settings["host"], settings["port"])]
     if settings.get("ops_port"):
-        binds.append(f"{settings['ops_host']}:{settings['ops_port']}")
+        binds.append(_address(settings["ops_host"], settings["ops_port"]))
     shutdown = float(settings["shutdown_timeout"])
     metrics_dir = os.path.join(settings["state_dir"], "metrics")
 
@@ -499,8 +504,8 @@ def serve(args: argparse.Namespace) -> int:
     settings["state_dir"] = tempfile.mkdtemp(prefix="pixel-serve-")
     os.makedirs(os.path.join(settings["state_dir"], "status"))
     sinks = ", ".join(_mask_url(url) for url in settings["sink"] or ["log:"])
-    ops = f"; ops on http://{settings['ops_host']}:{settings['ops_port']}/" if settings["ops_port"] else ""
-    print(f"pixel collector on http://{settings['host']}:{settings['port']}/ (sink: {sinks}{ops})",
+    ops = f"; ops on http://{_address(settings['ops_host'], settings['ops_port'])}/" if settings["ops_port"] else ""
+    print(f"pixel collector on http://{_address(settings['host'], settings['port'])}/ (sink: {sinks}{ops})",
           file=sys.stderr, flush=True)
     owner = os.getpid()
     try:

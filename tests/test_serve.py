@@ -183,6 +183,16 @@ def test_two_workers_answer_pixels_publicly_and_health_metrics_only_on_the_ops_p
     assert WRITE_KEY not in process.output() and "wrong-key" not in process.output()
 
 
+def test_an_ipv6_ops_address_is_bound(start: Any) -> None:
+    port, ops_port = free_port(), free_port()
+    process = start(["-m", "pixel_middleware", "serve", "--workers", "1", "--port", str(port),
+                     "--ops-host", "::1", "--ops-port", str(ops_port)], port)
+    assert get(f"http://[::1]:{ops_port}/healthz") == (200, b"ok\n")
+    assert get(f"http://127.0.0.1:{port}/healthz")[0] == 404
+    process.stop()
+    assert f"ops on http://[::1]:{ops_port}/" in process.output(), process.output()
+
+
 def test_gunicorn_error_log_hides_the_query_of_a_malformed_request(start: Any) -> None:
     port = free_port()
     process = start(["-m", "pixel_middleware", "serve", "--workers", "1", "--port", str(port)], port)
