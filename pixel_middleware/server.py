@@ -332,7 +332,8 @@ class _RedactingFilter(logging.Filter):
     the path (``/v1/{api_key}/Pixel``), which is hidden too.
     """
 
-    _QUERY = re.compile(r"\?[^\s'\"]*")
+    #: A query has at least one character: "Perhaps out of memory?" (a killed worker) hides nothing.
+    _QUERY = re.compile(r"\?[^\s'\"]+")
     _PATH_KEY = re.compile(r"/v1/[^/\s'\"?]+/Pixel", re.IGNORECASE)
 
     def filter(self, record: logging.LogRecord) -> bool:
