@@ -124,9 +124,13 @@ _BY_NAME = {option.name: option for option in OPTIONS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of every option, defaulting to ``None`` so that the environment can fill what is not given."""
+    """The flags of every option, defaulting to ``None`` so that the environment can fill what is not given.
+
+    Each help line names the option's variable: ``serve --help`` is where an
+    operator looks for it.
+    """
     for option in OPTIONS:
-        kwargs: Dict[str, Any] = {"dest": option.name, "default": None, "help": option.help}
+        kwargs: Dict[str, Any] = {"dest": option.name, "default": None, "help": f"{option.help} (${option.env})"}
         if option.kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif option.kind == "list":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -67,6 +68,18 @@ def test_print_config_flags_win_over_the_environment_and_secrets_are_masked() ->
     for secret in ("flag-key-1", "env-key", "sign-secret-1", "kafka-secret-1", "http-secret-1", "redis-secret-1",
                    "sas-secret-1", "frag-secret-1", "hdr-secret-1"):
         assert secret not in done.stdout + done.stderr
+
+
+def test_serve_help_names_each_options_environment_variable() -> None:
+    from pixel_middleware.server import OPTIONS
+
+    done = subprocess.run([sys.executable, "-m", "pixel_middleware", "serve", "--help"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    # One block per option: its flags, then its help (on the same line or the next ones).
+    blocks = {block.split()[0].rstrip(","): block for block in re.split(r"\n(?=  -)", done.stdout)}
+    for option in OPTIONS:  # the README sends operators here for the names
+        assert f"${option.env}" in blocks[option.flag], (option.flag, blocks[option.flag])
 
 
 @pytest.mark.parametrize("name, value", [("PIXEL_PORT", "eighty"), ("PIXEL_DNT", "perhaps"), ("PIXEL_IP", "half"),
