@@ -14,6 +14,8 @@ from datetime import timedelta
 from collections import Counter
 from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
+from blinker import Signal
+
 from .agents import AgentStep
 from .dedup import dedup_step
 from . import clicks
@@ -135,6 +137,11 @@ class Collector:
         ``serve`` turns it on. The click route still decides first: its
         answer depends on the verdict.
     """
+
+    #: Where an accepted event is announced: :data:`event_received`, but for
+    #: explain()'s collector, whose events nobody may hear of (a URL pasted to
+    #: look at is not an open).
+    _received: Signal = event_received
 
     def __init__(
         self,
@@ -273,8 +280,8 @@ class Collector:
             _log.exception("dialect %s failed on a request; dropped", dialect and dialect.name)
             self._reject("internal_error", "the dialect raised", dialect, match)
             return None
-        if event_received.receivers:
-            send_safely(event_received, self.sender, event=event, dialect=dialect.name)
+        if event_received.receivers:  # the module's signal: no cost when nobody listens at all
+            send_safely(self._received, self.sender, event=event, dialect=dialect.name)
         try:
             self.sink.emit(event, dialect=dialect.name, write_key=write_key)
         except Exception as error:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 from urllib.parse import urlsplit
 
+from blinker import Signal
+
 from .events import Event
 
 #: A URL too long to be a pixel URL is not parsed at all.
@@ -36,6 +38,7 @@ def explain(url: str, **collector_options: Any) -> Tuple[Optional[Event], Option
         """A collector that notes its verdict instead of logging or signalling it."""
 
         verdict: Optional[str] = None
+        _received = Signal()  # an accepted event is announced to nobody
 
         def _reject(self, reason: str, detail: str, dialect: Any, match: Any) -> None:
             self.verdict = f"{reason}: {detail}"

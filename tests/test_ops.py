@@ -27,6 +27,16 @@ def test_explain_logs_and_signals_nothing_and_leaves_the_logger_alone(caplog: An
     assert caplog.records == [] and seen == [] and logger.level == level
 
 
+def test_explain_announces_no_accepted_event_to_receivers_of_any_sender() -> None:
+    from pixel_middleware import event_received
+
+    seen = []
+    with event_received.connected_to(lambda sender, **kw: seen.append(kw)):  # README's @event_received.connect
+        event, reason = explain(build_pixel_url("http://x", "Opened", user_id="u", write_key="k"))
+    assert reason is None and event["event"] == "Opened"
+    assert seen == []  # an app counting opens would count a URL someone only pasted to look at
+
+
 def test_explain_uses_the_collectors_own_settings_but_never_dedup() -> None:
     from pixel_middleware.server import OPTIONS, _explainer
 
