@@ -504,8 +504,10 @@ def serve(args: argparse.Namespace) -> int:
     if settings["metrics"] and importlib.util.find_spec("prometheus_client") is None:
         settings["metrics"] = False  # without the extra: no /metrics, the rest works
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # werkzeug's access log (--dev) prints whole URLs, and pixel URLs carry write keys.
+    # werkzeug's access log (--dev) prints whole URLs, and pixel URLs carry write keys; its
+    # error for a malformed request line (a warning or worse) quotes the line: hidden as in gunicorn's.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("werkzeug").addFilter(_RedactingFilter())
     settings["state_dir"] = tempfile.mkdtemp(prefix="pixel-serve-")
     os.makedirs(os.path.join(settings["state_dir"], "status"))
     sinks = ", ".join(_mask_url(url) for url in settings["sink"] or ["log:"])

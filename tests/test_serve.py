@@ -265,6 +265,17 @@ def test_dev_server_serves_pixels(start: Any, tmp_path: Path) -> None:
     assert wait_until(lambda: events.exists() and "d1" in events.read_text(), 10)
 
 
+def test_dev_server_log_hides_the_query_of_a_malformed_request(start: Any) -> None:
+    port = free_port()
+    process = start(["-m", "pixel_middleware", "serve", "--dev", "--port", str(port)], port)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # werkzeug logs it as an error
+        sock.sendall(f"GET /v1/pixel/track?wk={WRITE_KEY}&e=x y HTTP/1.1\r\n\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+    process.wait_for(lambda line: "code 400" in line)
+    process.stop()
+    assert WRITE_KEY not in process.output(), process.output()
+
+
 def test_debug_page_in_chromium_shows_the_latest_events_across_workers(
     start: Any, chromium: str, tmp_path: Path
 ) -> None:
