@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import ipaddress
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ import threading
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request, Response
 
@@ -254,6 +256,8 @@ def ops_app(
     @Request.application  # type: ignore[arg-type]
     def app(request: Request) -> Any:
         path = request.path
+        if debug_page and path in ("/", "/explain") and not _local_name(request.host):
+            return Response("the debug page answers an IP address or localhost only\n", status=403, mimetype="text/plain")
         if debug_page and path == "/explain" and explain is not None and request.method in ("GET", "POST"):
             request.max_content_length = 128 * 1024
             return _explain_page(request.values.get("url", ""), explain)
@@ -271,6 +275,28 @@ def ops_app(
         return Response("not found\n", status=404, mimetype="text/plain")
 
     return app
+
+
+def _local_name(host: str) -> bool:
+    """Whether a ``Host`` header names this server by address or as ``localhost``.
+
+    Guards the debug page, which shows people's events, against DNS
+    rebinding: a web page the operator visits can point its own domain at
+    127.0.0.1 and read what the browser fetches from there, but the browser
+    then sends that domain, never an address or ``localhost``, as the host.
+    An SSH tunnel or ``kubectl port-forward`` sends ``localhost``.
+    """
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return False
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _debug_page(status_dir: str) -> Response:

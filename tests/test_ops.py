@@ -91,3 +91,17 @@ def test_debug_page_allows_exactly_its_own_style_and_posts_the_pasted_url(tmp_pa
     assert client.get("/nowhere").status_code == 404 and client.delete("/healthz").status_code == 405
     assert Client(ops_app(str(tmp_path))).get("/").status_code == 404  # the page is opt-in
     assert json.loads(client.get("/readyz").get_data())["ready"] is False
+
+
+def test_debug_page_answers_only_an_address_or_localhost(tmp_path: Any) -> None:
+    """DNS rebinding: a page on rebind.example pointed at 127.0.0.1 sends its own name as the host."""
+    client = Client(ops_app(str(tmp_path), debug_page=True, explain=lambda url: explain(url)))
+    for host in ("127.0.0.1:9100", "localhost:9100", "[::1]:9100", "10.1.2.3", "pods.localhost"):
+        assert client.get("/", headers={"Host": host}).status_code == 200, host
+    for host in ("rebind.example:9100", "rebind.example", "127.0.0.1.nip.io", "[::1", ""):
+        answer = client.get("/", headers={"Host": host})
+        assert answer.status_code == 403 and "<table" not in answer.get_data(as_text=True), host
+        assert client.post("/explain", data={"url": "http://x/v1/pixel/track?wk=k&e=E&uid=u"},
+                           headers={"Host": host}).status_code == 403, host
+    # Health and metrics stay open to any name: probes and scrapers use service names.
+    assert client.get("/healthz", headers={"Host": "rebind.example"}).status_code == 200
