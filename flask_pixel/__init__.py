@@ -514,8 +514,12 @@ class Pixel:
             raise RuntimeError("this app has no Pixel extension: call Pixel(app) or pixel.init_app(app)") from None
 
 
-def _signing_keys(app: Flask, settings: Mapping[str, Any]) -> Tuple[Any, Sequence[Any]]:
-    """``PIXEL_SIGNING_KEY`` and its fallbacks, defaulting to ``SECRET_KEY`` as Flask's extensions do."""
+def _signing_keys(app: Flask, settings: Mapping[str, Any]) -> Tuple[Any, Any]:
+    """``PIXEL_SIGNING_KEY`` and its fallbacks, defaulting to ``SECRET_KEY`` as Flask's extensions do.
+
+    The fallbacks go to the collector as configured: one key or a list, which
+    the core's signer tells apart.
+    """
     key, fallbacks = settings["signing_key"], settings["signing_key_fallbacks"]
     if key is False:
         return None, ()
@@ -523,9 +527,7 @@ def _signing_keys(app: Flask, settings: Mapping[str, Any]) -> Tuple[Any, Sequenc
         key = app.config.get("SECRET_KEY")
         if fallbacks is None:
             fallbacks = app.config.get("SECRET_KEY_FALLBACKS")
-    if isinstance(fallbacks, (str, bytes)):
-        fallbacks = (fallbacks,)  # one key, as PIXEL_* lists take one string: not one key per character
-    return key or None, tuple(fallbacks or ())
+    return key or None, fallbacks or ()
 
 
 def pixel_url(event: Optional[str] = None, user: Any = None, *, type: str = "track", **properties: Any) -> str:
