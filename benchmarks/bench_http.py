@@ -106,17 +106,18 @@ def stop(process: subprocess.Popen) -> None:
 
 def worker_cpu_seconds(master: int) -> float:
     """User plus system CPU time of ``master``'s child processes (gunicorn's workers), from /proc."""
+    # Here, not at the top: gunicorn imports this module for the bare app, which should load nothing more.
+    from tests.helpers import children
+
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as file:
-                    fields = file.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    for pid in children(master):
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a worker that exited since
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return total
 
 
