@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from pixel_middleware import MemorySink, PixelMiddleware  # noqa: E402
 from pixel_middleware.gif import GIF, GIF_HEADERS  # noqa: E402
-from pixel_middleware.signing import sign_pairs  # noqa: E402
+from pixel_middleware.signing import signed_query  # noqa: E402
 
 SIGNING_KEY = "bench-signing-key"
 
@@ -266,11 +266,11 @@ def main() -> None:
         for name, micros in figures:
             print(f"  {name:<16} {micros:7.2f} us/request   middleware / this = {mw / micros:5.2f}x")
         if label == "RudderStack track":
-            # As the URL builder writes it: urlencode'd pairs, then sig over exactly those. The unsigned
-            # figure here is the same query without sig, so that only the signature step differs.
-            pairs = parse_qsl(query, keep_blank_values=True)
-            plain_environ = {**environ, "QUERY_STRING": urlencode(pairs)}
-            signed_environ = {**environ, "QUERY_STRING": f"{urlencode(pairs)}&sig={sign_pairs(SIGNING_KEY, path, pairs)}"}
+            # As the URL builder writes it (signed_query: urlencode'd pieces in signed order, then sig).
+            # The unsigned figure is the same query without sig, so that only the signature step differs.
+            signed_query_ = signed_query(SIGNING_KEY, path, parse_qsl(query, keep_blank_values=True))
+            plain_environ = {**environ, "QUERY_STRING": signed_query_.rsplit("&sig=", 1)[0]}
+            signed_environ = {**environ, "QUERY_STRING": signed_query_}
             signed = PixelMiddleware(None, sink=sink, signing_key=SIGNING_KEY)
             unsigned_us = signed_us = float("inf")
             for _ in range(repeats):  # alternated, so that a busy spell hits both alike

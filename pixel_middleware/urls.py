@@ -18,7 +18,7 @@ from .dialects import DialectSpec, get_dialect
 from .dialects.base import Pairs
 from .clicks import CLICK_EVENT, target_host
 from .events import MAX_QUERY_BYTES, Event, parse_timestamp
-from .signing import Key, sign_pairs
+from .signing import Key, signed_query
 
 #: Longest URL that email clients and browsers are known to keep intact.
 URL_WARN_LENGTH = 2000
@@ -127,11 +127,10 @@ def build_click_url(
 
 
 def _finish(base_url: str, path: str, pairs: Pairs, cache_buster: Union[bool, str], signing_key: Optional[Key]) -> str:
-    if signing_key:
-        pairs.append(("sig", sign_pairs(signing_key, path, pairs)))
+    query = signed_query(signing_key, path, pairs) if signing_key else urlencode(pairs)
     if cache_buster:
-        pairs.append(("cb", cache_buster if isinstance(cache_buster, str) else secrets.token_hex(4)))
-    query = urlencode(pairs)
+        cb = urlencode([("cb", cache_buster if isinstance(cache_buster, str) else secrets.token_hex(4))])
+        query = f"{query}&{cb}" if query else cb
     if len(query) > MAX_QUERY_BYTES:
         raise ValueError(f"the pixel URL's query is over the collector's {MAX_QUERY_BYTES}-byte limit")
     url = f"{base_url.rstrip('/')}{path}?{query}"

@@ -104,6 +104,51 @@ def test_order_and_cache_buster_do_not_matter(accept):
     assert accept(rebuild(path, shuffled))["context"]["pixel"]["signed"] is True
 
 
+def test_built_urls_list_their_pieces_as_signed_then_sig_then_cb():
+    pieces = urlsplit(signed()).query.split("&")
+    assert pieces[:-2] == sorted(pieces[:-2]) and len(pieces) > 4
+    assert pieces[-2].startswith("sig=") and pieces[-1] == "cb=cb1"
+
+
+def test_a_url_as_built_is_checked_without_sorting_its_query(monkeypatch, accept):
+    """The verifier's fast path: the query before "&sig=" is the signed text; only other layouts are sorted."""
+    from pixel_middleware import signing
+
+    url, sorts = signed(), []
+    real = signing._canonical
+    monkeypatch.setattr(signing, "_canonical", lambda path, query: sorts.append(query) or real(path, query))
+    assert accept(url)["context"]["pixel"]["signed"] is True
+    assert sorts == []
+    path, pairs = path_and_query(url)
+    assert accept(rebuild(path, list(reversed(pairs))))["context"]["pixel"]["signed"] is True
+    assert len(sorts) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda q: q.replace("&cb=cb1", "&uid=u2"), id="after-sig-instead-of-cb"),
+        pytest.param(lambda q: q.replace("&cb=cb1", "&uid=u2&cb=cb1"), id="between-sig-and-cb"),
+        pytest.param(lambda q: q.replace("&cb=cb1", "&cb=cb1&uid=u2"), id="after-cb"),
+        pytest.param(lambda q: q.replace("&sig=", "&aid=a1&sig="), id="before-sig"),
+        pytest.param(lambda q: q.replace("&sig=", "&sig=&sig="), id="empty-sig-first"),
+    ],
+)
+def test_pieces_around_the_signature_are_signed_too(reject, change):
+    """Whatever the layout, only "cb" and "sig" pieces may differ from what was signed."""
+    path, query = signed()[len(BASE) :].split("?", 1)
+    assert reject(f"{path}?{change(query)}") == "bad_signature"
+
+
+def test_a_cache_buster_anywhere_a_repeated_signature_and_empty_pieces_are_no_change(accept):
+    path, query = signed()[len(BASE) :].split("?", 1)
+    sig = query.split("&sig=")[1].split("&")[0]
+    moved = "cb=other&" + query.replace("&cb=cb1", "")
+    assert accept(f"{path}?{moved}")["context"]["pixel"]["signed"] is True
+    assert accept(f"{path}?{query}&sig={sig}")["context"]["pixel"]["signed"] is True
+    assert accept(f"{path}?&{query}&")["context"]["pixel"]["signed"] is True  # "a=1&&b=2" reads as "a=1&b=2"
+
+
 def test_a_repeated_name_is_a_change_too(reject):
     """Every piece as sent is signed: even a repeat the dialects would ignore (first wins) is refused."""
     path, pairs = path_and_query(signed())
