@@ -305,6 +305,9 @@ class PixelState:
     def track_links(self, html: Any, user: Any = None, **properties: Any) -> Markup:
         """``html`` (an email body) with every ``http(s)`` link turned into a :meth:`click_url`.
 
+        Links in Outlook's conditional comments and VML buttons count too
+        (see :mod:`flask_pixel.links`): Outlook for Windows shows those instead.
+
         ``mailto:``, ``tel:``, fragment and relative links, and links with
         a ``data-pixel-skip`` attribute, stay as they are; so does the rest
         of the HTML. So do this app's click URLs (a :meth:`click_url` in the

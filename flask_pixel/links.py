@@ -2,8 +2,14 @@
 
 A real HTML parser (the standard library's) finds the links, so comments,
 scripts, attribute values that merely contain ``href=`` and odd quoting are
-read as a browser reads them. Only the ``href`` of a rewritten ``<a>`` tag
-changes; every other byte of the email is copied through as it was.
+read as a browser reads them. Only the ``href`` of a rewritten tag changes;
+every other byte of the email is copied through as it was.
+
+Outlook for Windows renders what other clients skip as a comment, inside
+conditional comments (``<!--[if mso]>...<![endif]-->``), and emails put
+their buttons there as VML (``<v:roundrect href="...">``, the "bulletproof
+button"): the links inside those comments, and the ``href`` of VML shapes,
+are rewritten too, or clicks made in Outlook would go uncounted.
 """
 from __future__ import annotations
 
@@ -74,8 +80,18 @@ class _LinkFinder(HTMLParser):
     def handle_startendtag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
         self._rewrite(tag, attrs, closed=True)
 
+    def handle_comment(self, data: str) -> None:
+        if not (data[:3].lower() == "[if" and data.rstrip().lower().endswith("<![endif]")):
+            return  # a plain comment, or the "<!--[if !mso]><!-->" form, whose content is no comment
+        line, column = self.getpos()
+        start = self._line_starts[line - 1] + column + len("<!--")
+        inside = _LinkFinder(data.replace(self._amp, "&"), self._click_url, self._amp, self._keep)
+        inside.feed(data)
+        inside.close()
+        self.edits.extend((start + begin, start + end, text) for begin, end, text in inside.edits)
+
     def _rewrite(self, tag: str, attrs: List[Tuple[str, Optional[str]]], closed: bool) -> None:
-        if tag != "a" or any(name == SKIP_ATTRIBUTE for name, _ in attrs):
+        if not (tag == "a" or tag.startswith("v:")) or any(name == SKIP_ATTRIBUTE for name, _ in attrs):
             return
         attrs = [(name, None if value is None else _unescape_attribute(value.replace(self._amp, "&"))) for name, value in attrs]
         href = next((value for name, value in attrs if name == "href"), None)
@@ -84,7 +100,7 @@ class _LinkFinder(HTMLParser):
         raw = self.get_starttag_text() or ""
         line, column = self.getpos()
         start = self._line_starts[line - 1] + column
-        parts = ["<a"]
+        parts = [raw[: 1 + len(tag)]]  # "<a", or "<v:roundrect" as written
         done = False
         for name, value in attrs:
             if name == "href" and not done:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Callable, List, Tuple
@@ -192,6 +193,42 @@ def test_track_links_on_the_example_newsletter(make_app: Callable[..., Flask], p
     # Outside the rewritten <a> tags, not one character changed.
     assert tracked.count("<") == plain.count("<") and tracked.endswith(plain[plain.rindex("</a>") :])
     assert "<!-- Footer links" in tracked and "&copy; 2026 Shop &lt;Example&gt; Ltd." in tracked
+    # Outlook for Windows shows the VML button in the conditional comment instead: tracked as well.
+    button = re.search(r'<!--\[if mso\]>\s*<v:roundrect [^>]*href="([^"]+)"', tracked)
+    assert button and "xmlns:v=" in tracked[button.start() : button.end()]
+    response = get(app, html.unescape(button.group(1)))
+    assert response.status_code == 302 and response.headers["Location"] == "https://shop.example/sale"
+
+
+OUTLOOK_BUTTON = """<td>
+<!--[IF gte mso 9]>
+  <v:roundrect xmlns:v="urn:schemas-microsoft-com:vml" href="https://shop.example/sale?a=1&amp;b=2" arcsize="10%" fillcolor="#d33">
+    <center><a href="https://shop.example/in-comment">x</a> <a href="mailto:a@b.example">m</a></center>
+  </v:roundrect>
+  <v:rect data-pixel-skip href="https://shop.example/skip"></v:rect>
+<![endif] -->
+<!--[if !mso]><!-- --><a href="https://shop.example/sale">Shop</a><!--<![endif]-->
+<!-- <a href="https://x.example/">a plain comment</a> [if mso]> <![endif]-->
+</td>"""
+
+
+def test_track_links_rewrites_outlook_conditional_comments_and_vml(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
+    app = make_app(SECRET_KEY="s", PIXEL_BASE_URL="https://mail.example")
+    with app.app_context():
+        result = str(flask_pixel.track_links(OUTLOOK_BUTTON, "u1"))
+    hrefs = re.findall(r'href="([^"]+)"', result)
+    clicks = [html.unescape(h) for h in hrefs if h.startswith("https://mail.example/v1/click?")]
+    targets = []
+    for click in clicks:
+        response = get(app, click)
+        assert response.status_code == 302
+        targets.append(response.headers["Location"])
+    assert targets == ["https://shop.example/sale?a=1&b=2", "https://shop.example/in-comment", "https://shop.example/sale"]
+    assert [e["properties"]["link_url"] for e in pixel_sink.events] == targets
+    # Everything else, comments and their markers included, is as it was.
+    assert re.sub(r'href="[^"]+"', "href", result) == re.sub(r'href="[^"]+"', "href", OUTLOOK_BUTTON)
+    assert 'href="mailto:a@b.example"' in result and 'href="https://shop.example/skip"' in result
+    assert 'href="https://x.example/">a plain comment' in result
 
 
 @pytest.mark.parametrize(
@@ -224,7 +261,7 @@ def test_track_links_handles_entities_case_and_line_breaks(make_app: Callable[..
     (first, _), (second, _) = links(result)
     assert parse_qs(urlsplit(first).query)["url"] == ["https://x.example/?a=1&b=2"]
     assert parse_qs(urlsplit(second).query)["url"] == ["http://y.example/"]
-    assert result.startswith("<p>a\r\nb</p>\n<a href=") and 'class="btn">x</A>\n<a href=' in result
+    assert result.startswith("<p>a\r\nb</p>\n<A href=") and 'class="btn">x</A>\n<a href=' in result
 
 
 def test_track_links_reads_bare_ampersands_in_href_as_browsers_do(make_app: Callable[..., Flask], pixel_sink: MemorySink) -> None:
