@@ -46,6 +46,56 @@ def test_events_and_rejections_are_counted_exactly() -> None:
     assert grew("pixel_rejections_total", reason="missing_event") == 1
 
 
+def test_events_from_many_threads_are_counted_exactly_and_ended_threads_fold_away() -> None:
+    """Each thread counts in its own table with no lock: none may be lost, and none may pile up."""
+    import threading
+    import urllib.request
+
+    from werkzeug.serving import make_server
+
+    from tests.helpers import wait_until
+
+    before = scrape()
+    app = PixelMiddleware(None, sink=MemorySink(), write_keys=["k"], metrics=True)
+    url = build_pixel_url("", "Opened", user_id="u", write_key="k")
+    # werkzeug's threaded server (Flask's app.run) starts a thread per request ...
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def over_http(n: int) -> None:
+        for _ in range(n):
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}{url}", timeout=10) as answer:
+                assert answer.status == 200
+
+    # ... and a gthread worker keeps a pool of threads, here all counting at once.
+    def in_process(n: int) -> None:
+        client = Client(app)
+        for _ in range(n):
+            client.get(url)
+
+    threads = [threading.Thread(target=over_http, args=(20,)) for _ in range(3)]
+    threads += [threading.Thread(target=in_process, args=(300,)) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        server.shutdown()
+    metrics = app.collector._metrics
+    # Every counting thread ends (werkzeug's a moment after its answer): its table is folded into one.
+    assert wait_until(lambda: metrics.flush() or metrics._tables == [], 10)
+    after_threads = value(scrape(), "pixel_events_total", dialect="compact", type="track")
+    later = threading.Thread(target=in_process, args=(5,))  # counted on top of what was folded
+    later.start()
+    later.join(10)
+    metrics.flush()
+    after_later = value(scrape(), "pixel_events_total", dialect="compact", type="track")
+    app.close()
+    assert after_threads - value(before, "pixel_events_total", dialect="compact", type="track") == 3 * 20 + 4 * 300
+    assert after_later - after_threads == 5
+
+
 def test_two_collectors_in_one_process_share_the_metrics() -> None:
     first = PixelMiddleware(None, sink=MemorySink(), metrics=True)
     second = PixelMiddleware(None, sink=MemorySink(), metrics=True)  # no "Duplicated timeseries"
@@ -105,14 +155,14 @@ def test_a_forked_worker_counts_its_own_events_with_its_own_thread() -> None:
     parent_thread = metrics._thread
     pid = os.fork()
     if pid == 0:  # a gunicorn worker forked after the collector was built (preload)
-        ok = metrics._thread is None and metrics._events == {}
+        ok = metrics._thread is None and metrics._event_totals() == {}
         client.get(build_pixel_url("http://x", "Opened", user_id="child", write_key="k"))
         ok = ok and metrics._thread is not None and metrics._thread.is_alive()
-        ok = ok and metrics._events == {("compact", "track"): 1}
+        ok = ok and metrics._event_totals() == {("compact", "track"): 1}
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert metrics._thread is parent_thread and metrics._events == {("compact", "track"): 1}
+    assert metrics._thread is parent_thread and metrics._event_totals() == {("compact", "track"): 1}
     app.close()
 
 
