@@ -86,8 +86,11 @@ class _LinkFinder(HTMLParser):
         line, column = self.getpos()
         start = self._line_starts[line - 1] + column + len("<!--")
         inside = _LinkFinder(data.replace(self._amp, "&"), self._click_url, self._amp, self._keep)
-        inside.feed(data)
-        inside.close()
+        try:
+            inside.feed(data)
+            inside.close()
+        except AssertionError:  # html.parser's answer to a "<![" it does not know: the comment stays as it was
+            return
         self.edits.extend((start + begin, start + end, text) for begin, end, text in inside.edits)
 
     def _rewrite(self, tag: str, attrs: List[Tuple[str, Optional[str]]], closed: bool) -> None:
