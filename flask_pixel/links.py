@@ -96,14 +96,15 @@ class _LinkFinder(HTMLParser):
     def _rewrite(self, tag: str, attrs: List[Tuple[str, Optional[str]]], closed: bool) -> None:
         if not (tag == "a" or tag.startswith("v:")) or any(name == SKIP_ATTRIBUTE for name, _ in attrs):
             return
-        attrs = [(name, None if value is None else _unescape_attribute(value.replace(self._amp, "&"))) for name, value in attrs]
+        amp = self._amp
+        attrs = [(name.replace(amp, "&"), None if value is None else _unescape_attribute(value.replace(amp, "&"))) for name, value in attrs]
         href = next((value for name, value in attrs if name == "href"), None)
         if href is None or target_host(href.strip()) is None or self._keep(href.strip()):
             return  # mailto:, tel:, #fragment, relative, anything the click route would refuse, what keep keeps
         raw = self.get_starttag_text() or ""
         line, column = self.getpos()
         start = self._line_starts[line - 1] + column
-        parts = [raw[: 1 + len(tag)]]  # "<a", or "<v:roundrect" as written
+        parts = [raw[: 1 + len(tag)].replace(amp, "&")]  # "<a", or "<v:roundrect" as written
         done = False
         for name, value in attrs:
             if name == "href" and not done:

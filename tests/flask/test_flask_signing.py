@@ -242,6 +242,19 @@ def test_track_links_leaves_a_conditional_comment_it_cannot_read_as_it_was(make_
     assert result.startswith(comment + '<a href="https://mail.example/v1/click?')
 
 
+
+def test_track_links_writes_ampersands_in_tag_and_attribute_names_back(make_app: Callable[..., Flask]) -> None:
+    # The parser reads the source with each "&" as a private-use character: in the names of a
+    # rewritten tag, that character, not the "&", was written out.
+    app = make_app(SECRET_KEY="s", PIXEL_BASE_URL="https://mail.example")
+    source = '<a x&y href="https://x.example/">x</a><!--[if mso]><v:rect&x href="https://v.example/"></v:rect><![endif]-->'
+    with app.app_context():
+        result = str(flask_pixel.track_links(source, "u1"))
+    assert '<a x&y href="https://mail.example/v1/click?' in result
+    assert '<v:rect&x href="https://mail.example/v1/click?' in result
+    assert all(ord(c) < 0xE000 for c in result)
+
+
 @pytest.mark.parametrize(
     "source, expected",
     [
