@@ -26,6 +26,9 @@ from pixel_middleware.clicks import target_host
 #: Put this attribute on a link to leave it untracked (unsubscribe links, for instance).
 SKIP_ATTRIBUTE = "data-pixel-skip"
 
+#: A start tag's "<" and name as written (html.parser's own pattern for the name, which it lower-cases).
+_TAG_NAME = re.compile(r"<[^\t\n\r\f />\x00]*")
+
 #: A character reference, as :func:`html.unescape` finds them.
 _CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
 
@@ -104,7 +107,7 @@ class _LinkFinder(HTMLParser):
         raw = self.get_starttag_text() or ""
         line, column = self.getpos()
         start = self._line_starts[line - 1] + column
-        parts = [raw[: 1 + len(tag)].replace(amp, "&")]  # "<a", or "<v:roundrect" as written
+        parts = [_TAG_NAME.match(raw).group().replace(amp, "&")]  # "<a", or "<v:roundrect" as written
         done = False
         for name, value in attrs:
             if name == "href" and not done:

@@ -255,6 +255,18 @@ def test_track_links_writes_ampersands_in_tag_and_attribute_names_back(make_app:
     assert all(ord(c) < 0xE000 for c in result)
 
 
+
+def test_track_links_keeps_a_tag_name_whose_lower_case_is_longer(make_app: Callable[..., Flask]) -> None:
+    # The name as written was cut at the length of html.parser's lower-cased name, and "İ".lower()
+    # is two characters: the cut took what followed the name too ("<v:İİ/h href=...>").
+    app = make_app(SECRET_KEY="s", PIXEL_BASE_URL="https://mail.example")
+    with app.app_context():
+        spaced = str(flask_pixel.track_links('<v:İ href="https://v.example/"></v:İ>', "u1"))
+        slashed = str(flask_pixel.track_links('<v:İİ/href="https://v.example/"></v:İİ>', "u1"))
+    assert spaced.startswith('<v:İ href="https://mail.example/v1/click?')
+    assert slashed.startswith('<v:İİ href="https://mail.example/v1/click?')
+
+
 @pytest.mark.parametrize(
     "source, expected",
     [
