@@ -83,17 +83,25 @@ class _LinkFinder(HTMLParser):
     def handle_startendtag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
         self._rewrite(tag, attrs, closed=True)
 
+    def parse_marked_section(self, i: int, report: int = 1) -> int:
+        # html.parser raises AssertionError at a "<![" section it does not know ("<![foo]>", "<![ x"),
+        # which browsers read as a comment up to the next ">": read so here, rather than raise.
+        position = self.getpos()
+        try:
+            return super().parse_marked_section(i, report)
+        except AssertionError:
+            self.lineno, self.offset = position  # moved before it raised: getpos() would be off
+            end = self.rawdata.find(">", i)
+            return -1 if end < 0 else end + 1
+
     def handle_comment(self, data: str) -> None:
         if not (data[:3].lower() == "[if" and data.rstrip().lower().endswith("<![endif]")):
             return  # a plain comment, or the "<!--[if !mso]><!-->" form, whose content is no comment
         line, column = self.getpos()
         start = self._line_starts[line - 1] + column + len("<!--")
         inside = _LinkFinder(data.replace(self._amp, "&"), self._click_url, self._amp, self._keep)
-        try:
-            inside.feed(data)
-            inside.close()
-        except AssertionError:  # html.parser's answer to a "<![" it does not know: the comment stays as it was
-            return
+        inside.feed(data)
+        inside.close()
         self.edits.extend((start + begin, start + end, text) for begin, end, text in inside.edits)
 
     def _rewrite(self, tag: str, attrs: List[Tuple[str, Optional[str]]], closed: bool) -> None:
