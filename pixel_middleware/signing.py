@@ -89,7 +89,13 @@ def signed_query(key: Key, path: str, pairs: Sequence[Tuple[str, str]]) -> str:
 
     Why sorted: then the verifier finds the signed text as sent, without
     splitting and sorting the query on every request (see :class:`Verifier`).
+
+    Raises :class:`ValueError` when a name repeats: the signature does not
+    cover the order of the pieces, and the collector records the first of
+    a repeated name, so anyone could swap which value is recorded.
     """
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise ValueError("a signed URL cannot repeat a parameter: the order of repeats is not signed")
     pieces = urlencode(pairs).split("&")
     pieces.sort()
     query = "&".join(pieces)

@@ -149,6 +149,15 @@ def test_a_cache_buster_anywhere_a_repeated_signature_and_empty_pieces_are_no_ch
     assert accept(f"{path}?&{query}&")["context"]["pixel"]["signed"] is True  # "a=1&&b=2" reads as "a=1&b=2"
 
 
+def test_a_repeated_name_is_never_signed():
+    """Order is not signed and the first of a repeated name is recorded: swapping two repeats would pass."""
+    from pixel_middleware.signing import signed_query
+
+    with pytest.raises(ValueError, match="repeat"):
+        signed_query(KEY, "/v1/pixel/track", [("wk", "wk1"), ("e", "E"), ("uid", "u1"), ("uid", "u2")])
+    assert "&sig=" in signed_query(KEY, "/v1/pixel/track", [("wk", "wk1"), ("e", "E"), ("uid", "u1")])
+
+
 def test_a_repeated_name_is_a_change_too(reject):
     """Every piece as sent is signed: even a repeat the dialects would ignore (first wins) is refused."""
     path, pairs = path_and_query(signed())
