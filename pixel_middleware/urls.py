@@ -12,7 +12,7 @@ import secrets
 import warnings
 from datetime import datetime, timezone
 from typing import Any, Mapping, Optional, Union
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from .dialects import DialectSpec, get_dialect
 from .dialects.base import Pairs
@@ -133,7 +133,9 @@ def _finish(base_url: str, path: str, pairs: Pairs, cache_buster: Union[bool, st
         query = f"{query}&{cb}" if query else cb
     if len(query) > MAX_QUERY_BYTES:
         raise ValueError(f"the pixel URL's query is over the collector's {MAX_QUERY_BYTES}-byte limit")
-    url = f"{base_url.rstrip('/')}{path}?{query}"
+    # Signed as the collector reads it (decoded), written encoded: an mParticle key in the path
+    # may hold a space, "%", "?" or "#".
+    url = f"{base_url.rstrip('/')}{quote(path)}?{query}"
     if len(url) > URL_WARN_LENGTH:
         warnings.warn(
             f"pixel URL is {len(url)} characters; some email clients cut URLs past {URL_WARN_LENGTH}",

@@ -216,6 +216,21 @@ def test_other_dialects_and_prefixes_sign(dialect, prefix):
         assert len(sink.events) == 1
 
 
+@pytest.mark.parametrize("key", ["k ey", "k%20ey", "k?ey", "k#ey"])
+def test_an_mparticle_key_is_encoded_in_the_path_and_signed_as_read(key):
+    sink = MemorySink()
+    client = Client(PixelMiddleware(None, sink=sink, write_keys=[key], signing_key=KEY, require_signature=True))
+    url = build_pixel_url(BASE, "Opened", user_id="u1", write_key=key, dialect="mparticle", signing_key=KEY)
+    assert " " not in url and url.count("?") == 1 and "#" not in url
+    fire(client, url)
+    assert [event["context"]["pixel"]["signed"] for event in sink.events] == [True]
+
+
+def test_an_mparticle_key_must_be_ascii():
+    with pytest.raises(ValueError, match="ASCII"):
+        build_pixel_url(BASE, "Opened", user_id="u1", write_key="k\u00e9y", dialect="mparticle")
+
+
 def test_required_signature_rejects_unsigned(signals, caplog):
     sink = MemorySink()
     middleware = PixelMiddleware(None, sink=sink, signing_key=KEY, require_signature=True)

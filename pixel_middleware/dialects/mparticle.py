@@ -147,8 +147,8 @@ class MParticle(Dialect):
         if type_ not in _DT:
             raise ValueError(f"the mparticle dialect has no {type_!r} pixel (track and page only)")
         key = require(write_key, self.name)
-        if "/" in key or not key.isprintable():
-            raise ValueError("the mparticle dialect carries the write key in the path: no '/'")
+        if "/" in key or not (key.isascii() and key.isprintable()):
+            raise ValueError("the mparticle dialect carries the write key in the path: printable ASCII, no '/'")
         pairs: Pairs = [("dt", _DT[type_])]
         name = event.get("event") if type_ == "track" else event.get("name")
         if name is not None:
