@@ -3,8 +3,9 @@
 Why: a pixel URL carries its write key, so anyone who sees one URL could
 record any event for anyone. A signature ties the URL to what it records.
 
-What ``sig`` covers: the route path relative to the mount prefix
-(``/v1/pixel/track``, or mParticle's ``/v1/<api_key>/Pixel`` filled in) and
+What ``sig`` covers: the route path relative to the mount prefix, as the
+server decodes it (``/v1/pixel/track``, or mParticle's ``/v1/<api_key>/Pixel``
+filled in), and
 every ``name=value`` piece of the query string exactly as sent, but ``cb=``
 (the cache buster, which clients may change) and ``sig=`` itself, sorted, so
 the order of parameters does not matter. Changing any byte of a name or a
