@@ -109,8 +109,10 @@ class _LinkFinder(HTMLParser):
             return
         amp = self._amp
         attrs = [(name.replace(amp, "&"), None if value is None else _unescape_attribute(value.replace(amp, "&"))) for name, value in attrs]
-        href = next((value for name, value in attrs if name == "href"), None)
-        if href is None or target_host(href.strip()) is None or self._keep(href.strip()):
+        href = next((value for name, value in attrs if name == "href"), None)  # the first, as browsers take it
+        if href is not None:
+            href = href.strip()
+        if href is None or target_host(href) is None or self._keep(href):
             return  # mailto:, tel:, #fragment, relative, anything the click route would refuse, what keep keeps
         raw = self.get_starttag_text() or ""
         line, column = self.getpos()
@@ -119,7 +121,7 @@ class _LinkFinder(HTMLParser):
         done = False
         for name, value in attrs:
             if name == "href" and not done:
-                value, done = self._click_url(href.strip()), True
+                value, done = self._click_url(href), True
             parts.append(f" {name}" if value is None else f' {name}="{escape(value)}"')
         parts.append(" />" if closed else ">")
         self.edits.append((start, start + len(raw), "".join(parts)))
