@@ -221,10 +221,10 @@ def _mask_pairs(text: str) -> str:
     request header, and which header carries a key is the endpoint's choice.
     """
     pairs = parse_qsl(text, keep_blank_values=True)
-    if not any(_SECRET_NAMES.search(name) or name.startswith("header.") for name, _ in pairs):
+    secret = [bool(_SECRET_NAMES.search(name)) or name.startswith("header.") for name, _ in pairs]
+    if not any(secret):
         return text
-    return urlencode([(name, _MASK if _SECRET_NAMES.search(name) or name.startswith("header.") else value)
-                      for name, value in pairs], safe="*,:/")
+    return urlencode([(name, _MASK if hidden else value) for (name, value), hidden in zip(pairs, secret)], safe="*,:/")
 
 
 def _shown(option: Option, value: Any) -> str:
