@@ -245,14 +245,19 @@ class Collector:
             self.collect(environ, match)
         return respond(method, start_response)
 
-    def collect(self, environ: Mapping[str, Any], match: Match) -> Optional[Event]:
+    def collect(self, environ: Mapping[str, Any], match: Match, received_at: Optional[str] = None) -> Optional[Event]:
         """Decode the request in ``environ`` and deliver its event; never raises.
 
         Returns the accepted event, or ``None`` when the request was rejected
         (the reason is logged on the ``pixel_middleware`` logger, counted in
         :attr:`rejections` and sent on ``event_rejected``).
+
+        :param received_at: when the request arrived, in ``receivedAt``'s
+            format, if that was before this call (as it is when the event is
+            recorded after the response); the default is now.
         """
-        received_at = now()
+        if received_at is None:
+            received_at = now()
         dialect: Optional[Dialect] = None
         try:
             params = parse_query(environ.get("QUERY_STRING", ""))
@@ -320,15 +325,17 @@ class _RecordOnClose(list):
     A list, so that servers write it as they write any one-chunk body.
     """
 
-    __slots__ = ("_collector", "_environ", "_match")
+    __slots__ = ("_collector", "_environ", "_match", "_received_at")
 
     def __init__(self, collector: Collector, environ: Mapping[str, Any], match: Match) -> None:
         super().__init__((GIF,))
         self._collector: Optional[Collector] = collector
         self._environ = environ
         self._match = match
+        # Stamped now: writing the GIF to a slow client, or a busy worker, may delay close() by any time.
+        self._received_at = now()
 
     def close(self) -> None:
         collector, self._collector = self._collector, None
         if collector is not None:  # once, however often a server calls close()
-            collector.collect(self._environ, self._match)
+            collector.collect(self._environ, self._match, self._received_at)

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request, Response
 
+from .events import DecodeError, epoch_ms
 from .privacy import anonymize_ip
 from .signals import event_received, event_rejected
 
@@ -130,14 +131,23 @@ class StatusReporter:
 
 
 def _shown(entry: Dict[str, Any]) -> Dict[str, Any]:
-    """A recent entry as the debug page may show it: the client's address anonymised."""
+    """A recent entry as the debug page may show it: the client's address anonymised.
+
+    An event is dated by its ``receivedAt``, the request's arrival: a worker
+    that records after answering may record two workers' events in the
+    other order.
+    """
     event = entry.get("event")
     if event is None:
         return entry
     context = event.get("context")
     if isinstance(context, dict) and context.get("ip"):
         event = {**event, "context": {**context, "ip": anonymize_ip(str(context["ip"])) or "-"}}
-    return {**entry, "event": event}
+    try:
+        at = epoch_ms(event["receivedAt"]) / 1000
+    except (KeyError, DecodeError):
+        at = entry["at"]
+    return {**entry, "at": at, "event": event}
 
 
 def read_statuses(status_dir: str) -> List[Dict[str, Any]]:

@@ -365,3 +365,21 @@ def test_after_response_records_the_event_when_the_server_closes_the_body():
     assert list(body) == [GIF]
     body.close()
     assert len(sink.events) == 1 and sum(app.rejections.values()) == 1  # counted at close, too
+
+
+def test_after_response_dates_the_event_by_the_requests_arrival_not_by_the_close():
+    """A slow client or a busy worker may close the body long after the request came in."""
+    import time
+    from werkzeug.test import EnvironBuilder
+
+    from pixel_middleware.events import epoch_ms
+
+    sink = MemorySink()
+    app = PixelMiddleware(None, sink=sink, after_response=True)
+    environ = EnvironBuilder(path="/v1/pixel/track", query_string="wk=k&e=Opened&uid=u1").get_environ()
+    arrived = time.time_ns() // 1_000_000
+    body = app(environ, lambda *args: None)
+    time.sleep(0.2)
+    body.close()
+    received = epoch_ms(sink.events[0]["receivedAt"])
+    assert arrived <= received < arrived + 150

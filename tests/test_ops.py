@@ -105,3 +105,27 @@ def test_debug_page_answers_only_an_address_or_localhost(tmp_path: Any) -> None:
                            headers={"Host": host}).status_code == 403, host
     # Health and metrics stay open to any name: probes and scrapers use service names.
     assert client.get("/healthz", headers={"Host": "rebind.example"}).status_code == 200
+
+
+def test_debug_page_orders_events_by_arrival_when_closes_come_in_another_order(tmp_path: Any) -> None:
+    """With after_response, two requests' bodies may be closed (and recorded) in either order."""
+    import time
+    from werkzeug.test import EnvironBuilder
+
+    app = PixelMiddleware(None, sink=MemorySink(), after_response=True)
+    reporter = StatusReporter(app.collector, str(tmp_path), interval=60, recent=10)
+    reporter.start()
+    try:
+        bodies = []
+        for name in ("First", "Second"):
+            environ = EnvironBuilder(path="/v1/pixel/track", query_string=f"wk=k&e={name}&uid=u").get_environ()
+            bodies.append(app(environ, lambda *args: None))
+            time.sleep(0.02)
+        bodies[1].close()
+        time.sleep(0.02)
+        bodies[0].close()
+        reporter.write()
+    finally:
+        reporter.stop()
+    page = Client(ops_app(str(tmp_path), debug_page=True)).get("/").get_data(as_text=True)
+    assert page.index("<b>Second</b>") < page.index("<b>First</b>"), "newest arrival first"
