@@ -184,6 +184,26 @@ def test_removed_fallback_rejects(signals):
     assert signals.of("rejected")[0]["reason"] == "bad_signature"
 
 
+def test_signatures_verify_where_hmac_wraps_no_openssl_object(monkeypatch):
+    """The check copies OpenSSL's HMAC inside hmac.HMAC where there is one; elsewhere the HMAC itself."""
+    import hashlib
+    import hmac
+
+    from pixel_middleware import signing
+
+    def plain(key, msg=None, digestmod=None):  # the pure-Python HMAC, as without OpenSSL (itsdangerous' too)
+        return hmac.HMAC(key, msg, digestmod=lambda data=b"": hashlib.sha256(data))
+
+    monkeypatch.setattr(signing.hmac, "new", plain)
+    assert plain(b"k")._hmac is None
+    sink = MemorySink()
+    client = Client(PixelMiddleware(None, sink=sink, signing_key=KEY, signing_key_fallbacks=[OLD_KEY]))
+    for url in (signed(), signed(key=OLD_KEY, user_id="old"), signed(key="wrong", user_id="forged"),
+                replace(signed(user_id="changed"), "uid", "other")):
+        fire(client, url)
+    assert [(e["userId"], e["context"]["pixel"]["signed"]) for e in sink.events] == [("u1", True), ("old", True)]
+
+
 @pytest.mark.parametrize("fallback", [OLD_KEY, OLD_KEY.encode()], ids=["str", "bytes"])
 def test_a_single_fallback_key_is_one_key_not_one_per_character(fallback, signals):
     # A str is iterable: taken as a list of keys, "the-key-before" listed "t", "h", "e", ...,
