@@ -39,6 +39,8 @@ MAX_REFERRER_CHARS = 2048
 
 _IDENTIFIERS = ("userId", "anonymousId", "groupId", "previousId", "messageId")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: A piece of a query holding a second "=" (in its value).
+_TWO_EQUALS = re.compile(r"=[^&]*=")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
 _MAX_SAFE_INTEGER = 2**53
 _MAX_EPOCH_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
@@ -65,10 +67,12 @@ def parse_query(query_string: str) -> Dict[str, str]:
     digits and bytes that are not UTF-8 are refused rather than guessed at,
     since a value changed in transit is not the value the sender meant.
 
-    This is ``urllib.parse.parse_qsl`` without its per-pair overhead: the
-    names and values are split apart first and then percent-decoded together
-    in one pass (see :func:`_unquote`), and the dict is built in C unless a
-    name repeats.
+    This is ``urllib.parse.parse_qsl`` without its per-pair overhead: when
+    every piece is ``name=value`` (URLs as built are), the whole query is
+    split and percent-decoded in a few C calls, with no loop over its pieces;
+    otherwise the names and values are split apart first and then
+    percent-decoded together in one pass (see :func:`_unquote`). The dict is
+    built in C unless a name repeats.
     """
     if len(query_string) > MAX_QUERY_BYTES:
         raise DecodeError("query_too_long", f"query string is over {MAX_QUERY_BYTES} bytes")
@@ -80,26 +84,41 @@ def parse_query(query_string: str) -> Dict[str, str]:
             raise DecodeError("invalid_encoding", "query string is not UTF-8") from None
     if "%" in query_string and _BAD_PERCENT.search(query_string):
         raise DecodeError("invalid_encoding", "invalid percent-encoding")
-    pieces = query_string.split("&")
-    if len(pieces) > MAX_PARAMETERS:
+    count = query_string.count("&") + 1
+    if count > MAX_PARAMETERS:
         raise DecodeError("too_many_parameters", f"more than {MAX_PARAMETERS} parameters")
-    flat = []
-    for piece in pieces:
-        if piece:
-            name, _, value = piece.partition("=")
-            flat += (name, value)
-    if "%" in query_string or "+" in query_string:
-        try:
-            if "\x00" in query_string or "%00" in query_string:
-                flat = [_unquote(text) for text in flat]
-            else:
-                # One percent-decoding pass over every name and value together, far
-                # cheaper than one per string: with no NUL in the query, a NUL
-                # separates the strings after decoding as before it.
-                flat = _unquote("\x00".join(flat)).split("\x00")
-        except UnicodeDecodeError:
-            raise DecodeError("invalid_encoding", "percent-encoded bytes are not UTF-8") from None
-    params = dict(zip(flat[::2], flat[1::2]))
+    if (query_string.count("=") == count and query_string.isascii() and "\x00" not in query_string
+            and "%00" not in query_string and not _TWO_EQUALS.search(query_string)):
+        # Every piece is one name, one "=" and one value (as many "=" as pieces, none with two):
+        # the whole query is split and percent-decoded at once, "&" and "=" both turned into NUL
+        # (in no name or value: checked above) so that decoded escapes cannot be taken for them.
+        if "%" in query_string or "+" in query_string:
+            text = query_string.replace("&", "\x00").replace("=", "\x00").replace("+", " ").replace("%", "=")
+            try:
+                flat = a2b_qp(text).decode("utf-8").split("\x00")
+            except UnicodeDecodeError:
+                raise DecodeError("invalid_encoding", "percent-encoded bytes are not UTF-8") from None
+        else:
+            flat = query_string.replace("=", "&").split("&")
+    else:
+        flat = []
+        for piece in query_string.split("&"):
+            if piece:
+                name, _, value = piece.partition("=")
+                flat += (name, value)
+        if "%" in query_string or "+" in query_string:
+            try:
+                if "\x00" in query_string or "%00" in query_string:
+                    flat = [_unquote(text) for text in flat]
+                else:
+                    # One percent-decoding pass over every name and value together, far
+                    # cheaper than one per string: with no NUL in the query, a NUL
+                    # separates the strings after decoding as before it.
+                    flat = _unquote("\x00".join(flat)).split("\x00")
+            except UnicodeDecodeError:
+                raise DecodeError("invalid_encoding", "percent-encoded bytes are not UTF-8") from None
+    pairs = iter(flat)
+    params = dict(zip(pairs, pairs))
     if len(params) * 2 != len(flat):  # a repeated name: the first one wins, as in rudder-server
         params = {}
         for i in range(0, len(flat), 2):
@@ -173,20 +192,20 @@ class FlatForm:
         self._plans: Dict[str, Any] = {}
 
     def _plan(self, key: str) -> Any:
-        """``(field, None)``, ``(container, parts)``, ``(None, None)`` to ignore, or a DecodeError to raise."""
+        """``(field, None, None)``, ``(container, parents, leaf)``, ``(None, None, None)`` to ignore, or a DecodeError to raise."""
         field = self.fields.get(key)
         if field is not None:
-            return field, None
+            return field, None, None
         head, dot, rest = key.partition(".")
         container = self.containers.get(head) if dot else None
         if container is None:
-            return None, None
+            return None, None, None
         parts = tuple(rest.split("."))
         if len(parts) + 2 > MAX_DEPTH:
             return DecodeError("nesting_too_deep", f"nesting deeper than {MAX_DEPTH} levels")
         if "" in parts:
             return DecodeError("invalid_parameter", "empty name in a dotted parameter")
-        return container, parts
+        return container, parts[:-1], parts[-1]
 
     def __call__(self, params: Mapping[str, str]) -> Event:
         plans = self._plans
@@ -201,8 +220,8 @@ class FlatForm:
                 plans[key] = plan
             if type(plan) is DecodeError:
                 raise DecodeError(plan.reason, str(plan))
-            target, parts = plan
-            if parts is None:
+            target, parents, leaf = plan
+            if leaf is None:
                 if target is not None:
                     event[target] = value
                 continue
@@ -211,14 +230,13 @@ class FlatForm:
                 node = event[target] = {}
             if coerce and value and value[0] in _NUMBER_START:
                 value = coerce_number(value)
-            for part in parts[:-1]:
+            for part in parents:
                 child = node.get(part)
                 if child is None:
                     child = node[part] = {}
                 elif type(child) is not dict:
                     raise DecodeError("conflicting_parameters", "a parameter is both a value and an object")
                 node = child
-            leaf = parts[-1]
             if leaf in node:  # p.a.b came first, now p.a: a name is both a value and an object
                 raise DecodeError("conflicting_parameters", "a parameter is both a value and an object")
             node[leaf] = value
