@@ -5,7 +5,8 @@ or a batch job picks up from disk, without :mod:`logging`'s cost per record.
 Each event is one ``write`` to a file opened with ``O_APPEND``: when the
 GIF is answered the line is in the kernel's page cache, so a killed worker
 loses nothing it answered for (a machine crash can lose what the kernel had
-not yet written out). Several processes (gunicorn workers) may append to the
+not yet written out). With ``after_response``, as ``serve`` runs, the line is
+written just after the GIF: a worker killed in between loses that one event. Several processes (gunicorn workers) may append to the
 same file: on a local file system each appended line lands whole.
 
 Rotation: the file is reopened when it has been moved or deleted (checked at
