@@ -141,3 +141,22 @@ def test_new_id_is_a_uuid4_and_differs_in_a_forked_worker():
     os.close(write)
     with os.fdopen(read) as pipe:
         assert pipe.read() != new_id()  # the same sequence would give the same next id
+
+
+@pytest.mark.parametrize("query, expected", [
+    pytest.param("a=%26&b=%3D&c=%25", {"a": "&", "b": "=", "c": "%"}, id="escaped-separators"),
+    pytest.param("a=b=c&d=e", {"a": "b=c", "d": "e"}, id="second-equals-in-a-value"),
+    pytest.param("a=b=c&d", {"a": "b=c", "d": ""}, id="as-many-equals-as-pieces-but-not-one-each"),
+    pytest.param("a=1&a=2&b=+x+", {"a": "1", "b": " x "}, id="repeat-first-wins"),
+    pytest.param("e=Caf%C3%A9&u=%E2%9C%93", {"e": "Café", "u": "\u2713"}, id="utf-8"),
+    pytest.param("a=&=b", {"a": "", "": "b"}, id="empty-value-and-name"),
+])
+def test_parse_query_reads_every_layout_as_parse_qsl_does(query, expected):
+    from urllib.parse import parse_qsl
+
+    from pixel_middleware.events import parse_query
+
+    reference = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        reference.setdefault(name, value)
+    assert parse_query(query) == expected == reference
