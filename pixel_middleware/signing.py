@@ -105,8 +105,11 @@ def signed_query(key: Key, path: str, pairs: Sequence[Tuple[str, str]]) -> str:
     return f"{query}&sig={sig}" if query else f"sig={sig}"  # base64url and ".": nothing to escape
 
 
-def _as_signed(query: str, end: int, sig: str) -> Optional[str]:
-    """The query before ``&sig=`` (at ``end``), when it is laid out as :func:`signed_query` writes it (and perhaps ``&cb=``)."""
+def _as_signed(query: str, sig: str) -> Optional[str]:
+    """The query before ``&sig=``, when it is laid out as :func:`signed_query` writes it (and perhaps ``&cb=``)."""
+    end = query.rfind("&sig=")
+    if end < 0 or not query.startswith(sig, end + 5):
+        return None
     after = end + 5 + len(sig)
     if after != len(query) and not (query.startswith("&cb=", after) and query.find("&", after + 1) < 0):
         return None  # more after the signature than a cache buster: only the sorted form can tell
@@ -178,22 +181,22 @@ class Verifier:
         query = environ.get("QUERY_STRING", "")
         # The good signature is encoded as itsdangerous encodes it and compared with the one sent,
         # rather than the one sent decoded: cheaper, and a signature not written the one way
-        # itsdangerous writes it was not made by it. A URL built here is ASCII; other text
-        # cannot match, and encoding it must not raise.
+        # itsdangerous writes it was not made by it.
         sent = mac.encode("utf-8", "surrogateescape")
         # As built here, the query before "&sig=" is the signed text already (it equals a signed
         # text only if its pieces are the signed ones); else, or if it does not match, the sorted form.
-        end = query.rfind("&sig=")
-        as_signed = _as_signed(query, end, sig) if end >= 0 and query.startswith(sig, end + 5) else None
-        if as_signed is None or not self._signs(f"{len(path)}:{path}?{as_signed}.{stamp}".encode("utf-8", "surrogateescape"), sent):
-            if not self._signs(f"{_canonical(path, query)}.{stamp}".encode("utf-8", "surrogateescape"), sent):
-                raise DecodeError("bad_signature", "the signature does not match the URL")
+        as_signed = _as_signed(query, sig)
+        if not (as_signed is not None and self._signs(f"{len(path)}:{path}?{as_signed}.{stamp}", sent)
+                or self._signs(f"{_canonical(path, query)}.{stamp}", sent)):
+            raise DecodeError("bad_signature", "the signature does not match the URL")
         # The stamp is covered by the HMAC: decoded only when an age limit needs it.
         if max_age is not None and time.time() - bytes_to_int(base64_decode(stamp)) > max_age:
             raise DecodeError("signature_expired", "the URL was signed longer ago than the maximum age")
 
-    def _signs(self, message: bytes, sent: bytes) -> bool:
-        """Whether ``sent`` is the HMAC of ``message`` under one of the keys, newest first."""
+    def _signs(self, text: str, sent: bytes) -> bool:
+        """Whether ``sent`` is the HMAC of ``text`` under one of the keys, newest first."""
+        # A URL built here is ASCII; other text cannot match, and encoding it must not raise.
+        message = text.encode("utf-8", "surrogateescape")
         for keyed in self._macs:
             mac = keyed.copy()
             mac.update(message)
