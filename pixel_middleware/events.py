@@ -76,7 +76,8 @@ def parse_query(query_string: str) -> Dict[str, str]:
     """
     if len(query_string) > MAX_QUERY_BYTES:
         raise DecodeError("query_too_long", f"query string is over {MAX_QUERY_BYTES} bytes")
-    if not query_string.isascii():
+    is_ascii = query_string.isascii()
+    if not is_ascii:
         # PEP 3333 hands the raw bytes over as latin-1.
         try:
             query_string = query_string.encode("latin-1").decode("utf-8")
@@ -87,7 +88,7 @@ def parse_query(query_string: str) -> Dict[str, str]:
     count = query_string.count("&") + 1
     if count > MAX_PARAMETERS:
         raise DecodeError("too_many_parameters", f"more than {MAX_PARAMETERS} parameters")
-    if (query_string.count("=") == count and query_string.isascii() and "\x00" not in query_string
+    if (query_string.count("=") == count and is_ascii and "\x00" not in query_string
             and "%00" not in query_string and not _TWO_EQUALS.search(query_string)):
         # Every piece is one name, one "=" and one value (as many "=" as pieces, none with two):
         # the whole query is split and percent-decoded at once, "&" and "=" both turned into NUL
