@@ -6,8 +6,9 @@ Each event is one ``write`` to a file opened with ``O_APPEND``: when the
 GIF is answered the line is in the kernel's page cache, so a killed worker
 loses nothing it answered for (a machine crash can lose what the kernel had
 not yet written out). With ``after_response``, as ``serve`` runs, the line is
-written just after the GIF: a worker killed in between loses that one event. Several processes (gunicorn workers) may append to the
-same file: on a local file system each appended line lands whole.
+written just after the GIF: a worker killed in between loses that one event.
+Several processes (gunicorn workers) may append to the same file: on a local
+file system each appended line lands whole.
 
 Rotation: the file is reopened when it has been moved or deleted (checked at
 most once a second), so ``logrotate`` without ``copytruncate`` works, as
