@@ -17,7 +17,7 @@ import time
 from binascii import a2b_qp
 from random import getrandbits
 from datetime import datetime, timezone
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 from urllib.parse import unquote_to_bytes
 
 Event = Dict[str, Any]
@@ -76,48 +76,15 @@ def parse_query(query_string: str) -> Dict[str, str]:
     """
     if len(query_string) > MAX_QUERY_BYTES:
         raise DecodeError("query_too_long", f"query string is over {MAX_QUERY_BYTES} bytes")
-    is_ascii = query_string.isascii()
-    if not is_ascii:
-        # PEP 3333 hands the raw bytes over as latin-1.
-        try:
-            query_string = query_string.encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            raise DecodeError("invalid_encoding", "query string is not UTF-8") from None
-    if "%" in query_string and _BAD_PERCENT.search(query_string):
-        raise DecodeError("invalid_encoding", "invalid percent-encoding")
     count = query_string.count("&") + 1
-    if count > MAX_PARAMETERS:
-        raise DecodeError("too_many_parameters", f"more than {MAX_PARAMETERS} parameters")
-    if (query_string.count("=") == count and is_ascii and "\x00" not in query_string
-            and "%00" not in query_string and not _TWO_EQUALS.search(query_string)):
-        # Every piece is one name, one "=" and one value (as many "=" as pieces, none with two):
-        # the whole query is split and percent-decoded at once, "&" and "=" both turned into NUL
-        # (in no name or value: checked above) so that decoded escapes cannot be taken for them.
-        if "%" in query_string or "+" in query_string:
-            text = query_string.replace("&", "\x00").replace("=", "\x00").replace("+", " ").replace("%", "=")
-            try:
-                flat = a2b_qp(text).decode("utf-8").split("\x00")
-            except UnicodeDecodeError:
-                raise DecodeError("invalid_encoding", "percent-encoded bytes are not UTF-8") from None
-        else:
-            flat = query_string.replace("=", "&").split("&")
-    else:
-        flat = []
-        for piece in query_string.split("&"):
-            if piece:
-                name, _, value = piece.partition("=")
-                flat += (name, value)
-        if "%" in query_string or "+" in query_string:
-            try:
-                if "\x00" in query_string or "%00" in query_string:
-                    flat = [_unquote(text) for text in flat]
-                else:
-                    # One percent-decoding pass over every name and value together, far
-                    # cheaper than one per string: with no NUL in the query, a NUL
-                    # separates the strings after decoding as before it.
-                    flat = _unquote("\x00".join(flat)).split("\x00")
-            except UnicodeDecodeError:
-                raise DecodeError("invalid_encoding", "percent-encoded bytes are not UTF-8") from None
+    flat = None
+    if (count <= MAX_PARAMETERS and query_string.count("=") == count and query_string.isascii()
+            and not _TWO_EQUALS.search(query_string)):
+        # Every piece is one name, one "=" and one value (as many "=" as pieces, none with two),
+        # as in every URL this library builds: the whole query is split and decoded at once.
+        flat = _split_simple(query_string, count)
+    if flat is None:
+        flat = _split(query_string, count)
     pairs = iter(flat)
     params = dict(zip(pairs, pairs))
     if len(params) * 2 != len(flat):  # a repeated name: the first one wins, as in rudder-server
@@ -125,6 +92,64 @@ def parse_query(query_string: str) -> Dict[str, str]:
         for i in range(0, len(flat), 2):
             params.setdefault(flat[i], flat[i + 1])
     return params
+
+
+def _split_simple(query_string: str, count: int) -> Optional[List[str]]:
+    """The names and values of an ASCII query of ``count`` ``name=value`` pieces, or ``None`` for :func:`_split`.
+
+    "&" and "=" both become NUL and the escapes are decoded by binascii's
+    quoted-printable decoder in one C call (see :func:`_unquote`). It leaves
+    an escape that is not two hex digits as it is (or drops one character
+    of it, for a trailing "%" or "%%"), while each valid escape shortens the
+    text by two: so the decoded length tells whether every escape was valid,
+    with no pattern search, provided that no line break could be read as a
+    soft line break. A NUL decoded from ``%00`` or sent raw adds a piece.
+    Whatever is odd, ``None`` hands it to :func:`_split`, which finds out.
+    """
+    if "%" not in query_string and "+" not in query_string:
+        return query_string.replace("=", "&").split("&")
+    if "\n" in query_string or "\r" in query_string:
+        return None
+    text = query_string.replace("&", "\x00").replace("=", "\x00").replace("+", " ").replace("%", "=")
+    data = a2b_qp(text)
+    if len(data) != len(text) - 2 * query_string.count("%"):
+        return None
+    try:
+        flat = data.decode("utf-8").split("\x00")
+    except UnicodeDecodeError:
+        raise DecodeError("invalid_encoding", "percent-encoded bytes are not UTF-8") from None
+    return flat if len(flat) == 2 * count else None
+
+
+def _split(query_string: str, count: int) -> List[str]:
+    """The names and values of any query, in order, for :func:`parse_query`."""
+    if not query_string.isascii():
+        # PEP 3333 hands the raw bytes over as latin-1.
+        try:
+            query_string = query_string.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise DecodeError("invalid_encoding", "query string is not UTF-8") from None
+    if "%" in query_string and _BAD_PERCENT.search(query_string):
+        raise DecodeError("invalid_encoding", "invalid percent-encoding")
+    if count > MAX_PARAMETERS:
+        raise DecodeError("too_many_parameters", f"more than {MAX_PARAMETERS} parameters")
+    flat: List[str] = []
+    for piece in query_string.split("&"):
+        if piece:
+            name, _, value = piece.partition("=")
+            flat += (name, value)
+    if "%" in query_string or "+" in query_string:
+        try:
+            if "\x00" in query_string or "%00" in query_string:
+                flat = [_unquote(text) for text in flat]
+            else:
+                # One percent-decoding pass over every name and value together, far
+                # cheaper than one per string: with no NUL in the query, a NUL
+                # separates the strings after decoding as before it.
+                flat = _unquote("\x00".join(flat)).split("\x00")
+        except UnicodeDecodeError:
+            raise DecodeError("invalid_encoding", "percent-encoded bytes are not UTF-8") from None
+    return flat
 
 
 def _unquote(text: str) -> str:
