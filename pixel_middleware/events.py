@@ -177,6 +177,10 @@ def coerce_number(text: str) -> Any:
     """
     if text.isdigit() and text.isascii() and len(text) < 16 and (text[0] != "0" or len(text) == 1):
         return int(text)  # the common case, without the pattern: a safe integer, no leading zero
+    whole, dot, fraction = text.partition(".")
+    if dot and whole.isdigit() and fraction.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_CHARS:
+        value = float(text)  # the next most common, a price: the pattern could only agree
+        return value if repr(value) == text else text
     first = text[:1]
     if not ("0" <= first <= "9" or first == "-") or len(text) > MAX_NUMBER_CHARS:
         return text
