@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pixel_middleware.events import DecodeError, coerce_number, parse_timestamp
@@ -134,13 +134,15 @@ odd_ascii_query = st.lists(
 ).map("".join)
 
 
+@settings(max_examples=1000)
 @given(odd_ascii_query)
 @example("a=%\nb")  # a quoted-printable soft line break: as short as a valid escape
 @example("a=%\r%41&b=1")
 @example("a=%%&b=%")  # two invalid escapes, each one character shorter
+@example("==&")  # as many "=" as pieces, but not one each: never given to it
 def test_the_one_pass_split_reads_a_query_as_the_general_one_does(query):
     """Whatever _split_simple takes on (escapes valid by length, not by pattern) it reads as _split does."""
-    from pixel_middleware.events import _split, _split_simple
+    from pixel_middleware.events import _TWO_EQUALS, _split, _split_simple
 
     count = query.count("&") + 1
     try:
@@ -151,8 +153,33 @@ def test_the_one_pass_split_reads_a_query_as_the_general_one_does(query):
         fast = _split_simple(query, count)
     except DecodeError as error:
         fast = error.reason
-    if query.count("=") == count:  # the only queries parse_query gives it
+    if query.count("=") == count and not _TWO_EQUALS.search(query):  # the only queries parse_query gives it
         assert fast is None or fast == expected
+
+
+def test_now_is_the_clock_to_the_millisecond_across_reused_milliseconds_and_seconds(monkeypatch):
+    """now() reuses its text within a millisecond and its date within a second, never beyond."""
+    import time as real_time
+
+    from pixel_middleware import events
+    from pixel_middleware.events import format_epoch_ms, now
+
+    moments = [1740493800123, 1740493800123, 1740493800124, 1740493800999, 1740493801000, 1740493801000,
+               1740493860000, 1740493800123]  # the last one goes back: a clock set backwards
+
+    class Clock:
+        strftime = staticmethod(real_time.strftime)
+        gmtime = staticmethod(real_time.gmtime)
+        ms = 0
+
+        def time_ns(self):
+            return self.ms * 1_000_000 + 999_999  # the end of the millisecond: still that one
+
+    clock = Clock()
+    monkeypatch.setattr(events, "time", clock)
+    for ms in moments:
+        clock.ms = ms
+        assert now() == format_epoch_ms(ms)
 
 
 def test_new_id_is_a_uuid4_and_differs_in_a_forked_worker():
