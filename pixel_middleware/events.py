@@ -17,7 +17,7 @@ import time
 from binascii import a2b_qp
 from random import getrandbits
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 Event = Dict[str, Any]
@@ -340,23 +340,32 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_now_second = -1
-_now_prefix = ""
+#: (second, its text down to the second) and (millisecond, its whole text), each replaced in one
+#: assignment so that request threads never read one half of one moment and one of another.
+_now_second: Tuple[int, str] = (-1, "")
+_now_ms: Tuple[int, str] = (-1, "")
 
 
 def now() -> str:
     """The current UTC time in :func:`format_epoch_ms`'s format, cheaply.
 
     Formatting the date costs more than the rest of an accepted request's
-    bookkeeping, so the part down to the second is reused within a second.
+    bookkeeping, so the text is reused within a millisecond (a busy worker
+    takes several requests in one) and its part down to the second within a
+    second.
     """
-    global _now_second, _now_prefix
+    global _now_second, _now_ms
     ms = time.time_ns() // 1_000_000
+    cached = _now_ms
+    if cached[0] == ms:
+        return cached[1]
     second, millis = divmod(ms, 1000)
-    if second != _now_second:
-        _now_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _now_second = second
-    return "%s.%03dZ" % (_now_prefix, millis)
+    prefix = _now_second
+    if prefix[0] != second:
+        prefix = _now_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    text = "%s.%03dZ" % (prefix[1], millis)
+    _now_ms = (ms, text)
+    return text
 
 
 def finish(event: Event, type_: str, *, require_identity: bool) -> Event:
