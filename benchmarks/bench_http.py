@@ -84,9 +84,14 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 30.0) -> No
 def start(kind: str, port: int, events_file: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": ROOT}
     if kind == "bare":
+        # Here, not at the top: gunicorn imports this module for the bare app, which should load nothing more.
+        from pixel_middleware.server import SYNC_WORKER
+
+        # serve's worker class (gunicorn's sync worker, which tells an app with idle() when no
+        # request waits): the same worker settings for both; the bare app has no idle().
         command = [sys.executable, "-m", "gunicorn", "--chdir", os.path.join(ROOT, "benchmarks"),
-                   "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-                   "bench_http:bare_app"]
+                   "--workers", str(WORKERS), "--worker-class", SYNC_WORKER,
+                   "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "bench_http:bare_app"]
     else:
         command = [sys.executable, "-m", "pixel_middleware", "serve", "--workers", str(WORKERS),
                    "--host", "127.0.0.1", "--port", str(port), "--sink", f"file:{events_file}"]

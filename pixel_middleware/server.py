@@ -34,12 +34,13 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .cli import make_app
 from .middleware import PixelMiddleware
 from .sinks.delivery import as_bool
+from .sinks.file import FileSink
 
 _log = logging.getLogger("pixel_middleware")
 
@@ -262,21 +263,38 @@ def _print_config(settings: Dict[str, Tuple[Any, str]], out: Any = None) -> None
         print(f"{option.env:<30} {_shown(option, value):<40} ({source})", file=out)
 
 
-def _build(settings: Dict[str, Any]) -> "_Collecting":
-    """The WSGI app one worker serves: the collector, and on the ops port the ops app."""
+#: gunicorn's sync worker, telling the app when no request is waiting (see :mod:`._worker`).
+SYNC_WORKER = "pixel_middleware._worker.SyncWorker"
+#: Lines a file sink holds, under serve's sync workers, before one write carries them.
+_HELD_LINES = 16
+
+
+def _build(settings: Dict[str, Any], idle_calls: bool = False) -> "_Collecting":
+    """The WSGI app one worker serves: the collector, and on the ops port the ops app.
+
+    ``idle_calls``: the server calls the app's ``idle()`` whenever no request
+    is waiting (:data:`SYNC_WORKER` does), so file sinks may hold lines until then.
+    """
     options = {o.name: settings[o.name] for o in OPTIONS if o.collector}
     if not options["metrics"]:
         del options["metrics"]  # off is the middleware's default
     # The GIF first, the event as the server closes the response: gunicorn's sync workers
     # wait for the client to close the connection, and the event is recorded meanwhile.
     middleware = make_app(after_response=True, **options)
-    return _Collecting(middleware, settings)
+    return _Collecting(middleware, settings, idle_calls)
+
+
+def _file_sinks(sink: Any) -> List[FileSink]:
+    """The file sinks in ``sink``, a fan-out's included."""
+    if isinstance(sink, FileSink):
+        return [sink]
+    return [found for inner in getattr(sink, "sinks", ()) for found in _file_sinks(inner)]
 
 
 class _Collecting:
     """The app ``serve`` runs in each worker: pixels on the public port, the ops app on the ops port."""
 
-    def __init__(self, middleware: PixelMiddleware, settings: Dict[str, Any]) -> None:
+    def __init__(self, middleware: PixelMiddleware, settings: Dict[str, Any], idle_calls: bool = False) -> None:
         self.middleware = middleware
         self.public: Callable = middleware
         if settings.get("proxies"):
@@ -286,6 +304,10 @@ class _Collecting:
             self.public = ProxyFix(middleware, x_for=n, x_proto=n, x_host=n)
         self.ops: Optional[Callable] = None
         self.ops_port = str(settings["ops_port"]) if settings.get("ops_port") else None
+        #: File sinks holding lines until the worker waits for requests (it calls idle()).
+        self._holding: List[FileSink] = _file_sinks(middleware.sink) if idle_calls else []
+        for sink in self._holding:
+            sink.batch = _HELD_LINES
         self.reporter: Any = None
         state = settings.get("state_dir")
         if self.ops_port and state:
@@ -307,6 +329,14 @@ class _Collecting:
         """Start what runs beside the requests in this process (after the fork)."""
         if self.reporter is not None:
             self.reporter.start()
+
+    def idle(self) -> None:
+        """No request is waiting (the sync worker says so): write the lines the file sinks hold."""
+        for sink in self._holding:
+            try:
+                sink.flush()
+            except Exception:  # the worker's loop must go on: log, and write them with the next event
+                _log.exception("file sink %s failed to write its held lines", sink.path)
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         # gunicorn sets SERVER_PORT from the listening socket: a header cannot move a request across.
@@ -404,7 +434,7 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
         "bind": binds,
         "workers": settings["workers"],
         "threads": settings["threads"],
-        "worker_class": "gthread" if settings["threads"] > 1 else "sync",
+        "worker_class": "gthread" if settings["threads"] > 1 else SYNC_WORKER,
         "graceful_timeout": int(shutdown) + 20,
         # gunicorn's largest bounded request line (its default is 4094): long Segment
         # pixels fit, and a longer line still gets its 414 rather than unbounded memory.
@@ -432,7 +462,7 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
 
         def load(self) -> Any:  # in each worker, after the fork
             try:
-                return _build(settings)
+                return _build(settings, idle_calls=settings["threads"] == 1)  # then SYNC_WORKER runs it
             except Exception as error:
                 # gunicorn would log the traceback and print the error, and sink errors quote
                 # their URL, credentials and all: one masked line, and the master stops.

@@ -257,6 +257,29 @@ def test_client_address_behind_a_proxy(start: Any, tmp_path: Path, proxies: Any,
     assert event["context"]["ip"] == expected
 
 
+@pytest.mark.parametrize("ops_port", [False, True], ids=["one-socket", "with-ops-port"])
+def test_held_file_lines_are_written_as_soon_as_no_request_waits_and_all_of_them_at_stop(
+        start: Any, tmp_path: Path, ops_port: bool) -> None:
+    """serve's sync workers let a file sink hold lines while requests keep coming, never once they stop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = free_port()
+    events = tmp_path / "events.jsonl"
+    argv = ["-m", "pixel_middleware", "serve", "--workers", "2", "--port", str(port), "--sink", f"file:{events}"]
+    process = start(argv + (["--ops-port", str(free_port())] if ops_port else []), port)
+    written = lambda: len(events.read_text().splitlines()) if events.exists() else 0  # noqa: E731
+    for i in range(3):  # one at a time: each line must be written with no further request to push it
+        assert pixel(port, "Opened", f"h{i}") == 200
+        assert wait_until(lambda: written() == i + 1, 5), (written(), i + 1)
+    with ThreadPoolExecutor(16) as pool:  # a burst: lines are held and written many to a write
+        assert set(pool.map(lambda i: pixel(port, "Opened", f"b{i}"), range(600))) == {200}
+    process.proc.send_signal(signal.SIGTERM)
+    assert process.proc.wait(60) == 0
+    ids = [json.loads(line)["messageId"] for line in events.read_text().splitlines()]
+    assert {f"h{i}" for i in range(3)} | {f"b{i}" for i in range(600)} <= set(ids)
+    assert len(ids) == len(set(ids))
+
+
 def test_dev_server_serves_pixels(start: Any, tmp_path: Path) -> None:
     port = free_port()
     events = tmp_path / "events.jsonl"

@@ -83,3 +83,70 @@ def test_rotation_reopens_the_file(tmp_path, monkeypatch) -> None:
 def test_bad_file_urls(url) -> None:
     with pytest.raises(ValueError):
         sink_from_url(url)
+
+
+def test_held_lines_are_written_in_one_write_when_the_batch_fills_at_flush_and_at_close(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "held.jsonl"
+    sink = FileSink(str(path), batch=3)
+    writes = []
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(bytes(data)) or real_write(fd, data))
+    sink.emit({"n": 1})
+    sink.emit({"n": 2})
+    assert path.read_bytes() == b"" and sink.health()[0]["queue_depth"] == 2  # held
+    sink.emit({"n": 3})  # the batch is full: one write carries all three
+    assert writes == [b'{"n":1}\n{"n":2}\n{"n":3}\n']
+    sink.emit({"n": 4})
+    assert sink.flush() is True  # what serve's worker does when no request is waiting
+    sink.emit({"n": 5})
+    sink.close()  # and what it does when it stops
+    assert lines(str(path)) == [{"n": i} for i in range(1, 6)]
+    assert writes[1:] == [b'{"n":4}\n', b'{"n":5}\n']
+
+
+def test_a_held_line_waits_at_most_the_hold_time_for_the_next_event(tmp_path, monkeypatch) -> None:
+    from pixel_middleware.sinks import file as file_module
+
+    clock = [100.0]
+    monkeypatch.setattr(file_module.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "aged.jsonl"
+    sink = FileSink(str(path), batch=100)
+    sink.emit({"n": 1})
+    clock[0] += file_module._HOLD_SECONDS / 2
+    sink.emit({"n": 2})
+    assert path.read_bytes() == b""
+    clock[0] += file_module._HOLD_SECONDS  # the first line has now waited longer than the hold time
+    sink.emit({"n": 3})
+    assert lines(str(path)) == [{"n": 1}, {"n": 2}, {"n": 3}]
+    sink.close()
+
+
+def test_held_lines_a_write_fails_for_are_counted_dead_lettered_not_raised_at_another_request(caplog) -> None:
+    sink = FileSink("/dev/full", batch=2)  # every write fails: no space left on device
+    sink.emit({"n": 1})
+    sink.emit({"n": 2})  # fills the batch: the write fails, and this event's caller is not blamed
+    sink.emit({"n": 3})
+    sink.close()
+    assert sink.health()[0]["dead_lettered"] == 3
+    assert "could not write 2 held events" in caplog.text and "could not write 1 held events" in caplog.text
+    unbatched = FileSink("/dev/full")
+    with pytest.raises(OSError):  # one line at a time: the event's own request hears of it
+        unbatched.emit({"n": 1})
+    unbatched.close()
+
+
+def test_threads_holding_lines_lose_none(tmp_path) -> None:
+    path = str(tmp_path / "threads.jsonl")
+    sink = FileSink(path, batch=7)
+    threads = [threading.Thread(target=lambda t=t: [sink.emit({"t": t, "i": i}) for i in range(500)]) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sink.close()
+    assert sorted((e["t"], e["i"]) for e in lines(path)) == [(t, i) for t in range(4) for i in range(500)]
+
+
+def test_batch_must_be_positive(tmp_path) -> None:
+    with pytest.raises(ValueError):
+        FileSink(str(tmp_path / "x.jsonl"), batch=0)
