@@ -219,3 +219,51 @@ def test_parse_query_reads_every_layout_as_parse_qsl_does(query, expected):
     for name, value in parse_qsl(query, keep_blank_values=True):
         reference.setdefault(name, value)
     assert parse_query(query) == expected == reference
+
+
+_form_names = st.sampled_from([
+    "uid", "aid", "event", "name", "writeKey", "cb", "uid2", "c", "c.", "p..x",
+    "p.plan", "p.price", "p.plan.tier", "p.items.0", "c.page.path", "c.page", "c.page.url", "c.screen.width",
+    "t.email", "t.email.work", "c." + ".".join("d" * 9), "c." + ".".join("d" * 7), "cx.a", "cx.page.path",
+])
+_form_values = st.sampled_from(["", "x", "0", "1920", "29.99", "-7", "007", "1.10", "-", "1e3", "Caf\u00e9"])
+
+
+@pytest.mark.parametrize("coerce", [True, False])
+@settings(max_examples=300)
+@given(st.dictionaries(_form_names, _form_values, max_size=8))
+def test_a_compiled_layout_builds_what_the_loop_builds(coerce, params):
+    """Key order included (it is the JSON line's order), and a field named twice keeps the last value."""
+    from pixel_middleware.events import FlatForm
+
+    form = FlatForm({"uid": "userId", "uid2": "userId", "aid": "anonymousId", "event": "event", "name": "name"},
+                    {"p": "properties", "t": "traits", "c": "context", "cx": "context"}, coerce=coerce)
+
+    def outcome(build):
+        try:
+            return json.dumps(build(params))
+        except DecodeError as error:
+            return error.reason
+
+    expected = outcome(form._loop)
+    for _ in range(3):  # seen, compiled, then built by the compiled function
+        assert outcome(form) == expected
+    assert (tuple(params) in form._layouts) is expected.startswith("{")  # a layout the loop refuses is never compiled
+
+
+def test_compiled_layouts_are_bounded_and_layouts_seen_once_are_never_compiled():
+    from pixel_middleware import events
+    from pixel_middleware.events import FlatForm
+
+    form = FlatForm({}, {"p": "properties"})
+    for i in range(3 * events._LAYOUTS_MAX):
+        assert form({f"p.once_{i}": "1"}) == {"properties": {f"once_{i}": 1}}
+    assert not form._layouts and len(form._seen) <= events._LAYOUTS_MAX
+    many = {f"p.n{i}": "1" for i in range(events._LAYOUT_NAMES_MAX + 1)}
+    for _ in range(3):
+        assert form(many) == {"properties": {f"n{i}": 1 for i in range(events._LAYOUT_NAMES_MAX + 1)}}
+    assert not form._layouts  # too many names to be worth compiling
+    for i in range(events._LAYOUTS_MAX + 10):
+        for _ in range(2):
+            assert form({f"p.twice_{i}": "x"}) == {"properties": {f"twice_{i}": "x"}}
+    assert len(form._layouts) == events._LAYOUTS_MAX  # then new layouts take the loop, still right
