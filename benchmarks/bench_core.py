@@ -46,7 +46,7 @@ from werkzeug.test import EnvironBuilder
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pixel_middleware import MemorySink, PixelMiddleware  # noqa: E402
+from pixel_middleware import FileSink, MemorySink, PixelMiddleware  # noqa: E402
 from pixel_middleware.gif import GIF, GIF_HEADERS  # noqa: E402
 from pixel_middleware.signing import signed_query  # noqa: E402
 
@@ -199,6 +199,14 @@ def steps(loops: int, repeats: int) -> None:
                              loops, repeats)),
         ("dedup memory", per_call(lambda i: dedup(events[next(counter)], dedup_hit), loops, repeats)),
     ]
+    # Not a step: what building the event from the parameters costs, name by name and compiled for the layout.
+    from pixel_middleware.dialects.rudderstack import _FLAT
+    from pixel_middleware.events import parse_query
+
+    params = parse_query(query)
+    _FLAT(params), _FLAT(params)  # seen twice: compiled
+    figures += [("form, name loop", per_call(lambda i: _FLAT._loop(params), loops, repeats)),
+                ("form, compiled", per_call(lambda i: _FLAT(params), loops, repeats))]
     collector._steps = ()
     defaults = PixelMiddleware(None, sink=sink)
     bare_steps = with_defaults = float("inf")
@@ -231,9 +239,11 @@ def operations(loops: int, repeats: int) -> None:
     plain = PixelMiddleware(None, sink=sink)
     counted = PixelMiddleware(None, sink=sink, metrics=True)
     to_file = PixelMiddleware(None, sink=f"file:{os.path.join(workdir, 'events.jsonl')}")
-    best = {"plain": float("inf"), "metrics": float("inf"), "file": float("inf")}
+    # As serve's sync workers run it: up to 16 lines held for one write (flushed at close here).
+    held = PixelMiddleware(None, sink=FileSink(os.path.join(workdir, "held.jsonl"), batch=16))
+    best = {"plain": float("inf"), "metrics": float("inf"), "file": float("inf"), "held": float("inf")}
     for _ in range(repeats * 2):  # alternated, so that a busy spell hits all alike
-        for name, app in (("plain", plain), ("metrics", counted), ("file", to_file)):
+        for name, app in (("plain", plain), ("metrics", counted), ("file", to_file), ("held", held)):
             best[name] = min(best[name], per_request(app, environ, loops, 1))
             sink.events.clear()
     # The request path's whole share of metrics, timed alone: steadier than the difference above.
@@ -241,6 +251,7 @@ def operations(loops: int, repeats: int) -> None:
     alone = per_call(lambda i: count("rudderstack", "track"), loops, repeats)
     counted.close()
     to_file.close()
+    held.close()
     metrics = best["metrics"] - best["plain"]
     print("\nOperations (RudderStack track)")
     print(f"  middleware + MemorySink {best['plain']:7.2f} us/request")
@@ -248,6 +259,8 @@ def operations(loops: int, repeats: int) -> None:
           f"(target <= 2 us: {'ok' if metrics <= 2 else 'MISSED'}); the count alone {alone:.2f} us/call")
     print(f"  FileSink instead        {best['file']:7.2f} us/request: {best['file'] - best['plain']:+.2f} us "
           "(one orjson line, one write)")
+    print(f"  FileSink, 16 held lines {best['held']:7.2f} us/request: {best['held'] - best['plain']:+.2f} us "
+          "(one write per 16 lines; in a worker the write costs 3 to 4 us, see bench_http.py)")
 
 
 def main() -> None:

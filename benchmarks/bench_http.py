@@ -2,10 +2,13 @@
 
     python benchmarks/bench_http.py [--duration 10] [--rounds 3] [--connections 16]
 
-Starts, in one run and with the same gunicorn settings (2 sync workers):
+Starts, in one run and with the same gunicorn settings (2 workers of
+serve's worker class, gunicorn's sync worker telling an app with ``idle()``
+when no request is waiting; the bare app has none, so runs as on plain sync):
 
   collector  ``pixel-middleware serve --workers 2`` with a ``file:`` sink
-             writing one JSON line per event (as a log shipper would read)
+             writing one JSON line per event (as a log shipper would read;
+             up to 16 lines to a write while requests keep coming)
   bare       a WSGI callable that only returns the GIF: the ceiling
 
 and drives each with ``wrk`` (Debian package) on the RudderStack example
