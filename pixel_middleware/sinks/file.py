@@ -15,9 +15,10 @@ it waits for requests may let the sink hold up to ``batch`` lines and write
 them in one ``write``, as ``serve``'s sync workers do (16 lines). Under load
 one system call then carries many lines, and a worker costs several
 microseconds less per event; once no request is waiting the lines are
-written, and never later than 5 ms after the first of them was held. They are
-written before the worker exits, on SIGTERM, SIGINT or a gunicorn timeout
-too; only a worker killed outright (SIGKILL, the out-of-memory killer)
+written, and a request the worker takes 5 ms or more after the first held
+line writes them with its own (so a worker kept busy holds lines at most
+that long). They are written before the worker exits, on SIGTERM, SIGINT or
+a gunicorn timeout too; only a worker killed outright (SIGKILL, the out-of-memory killer)
 loses the lines it held, as a network sink loses the events in its queue.
 
 Rotation: the file is reopened when it has been moved or deleted (checked at
