@@ -282,11 +282,11 @@ class Collector:
                 for step in self._steps:
                     step(event, hit)
         except DecodeError as error:
-            self._reject(error.reason, str(error), dialect, match)
+            self._reject(error.reason, str(error), dialect, match, received_at)
             return None
         except Exception:
             _log.exception("dialect %s failed on a request; dropped", dialect and dialect.name)
-            self._reject("internal_error", "the dialect raised", dialect, match)
+            self._reject("internal_error", "the dialect raised", dialect, match, received_at)
             return None
         if event_received.receivers:  # the module's signal: no cost when nobody listens at all
             send_safely(self._received, self.sender, event=event, dialect=dialect.name)
@@ -307,13 +307,15 @@ class Collector:
         with self._count_lock:
             self.rejections[reason] += 1
 
-    def _reject(self, reason: str, detail: str, dialect: Optional[Dialect], match: Match) -> None:
+    def _reject(self, reason: str, detail: str, dialect: Optional[Dialect], match: Match,
+                received_at: Optional[str] = None) -> None:
         name = dialect.name if dialect is not None else None
         self._count(reason)
         # The rule, not the path or query: both may carry the write key.
         _log.warning("pixel rejected: %s (%s) dialect=%s route=%s", reason, detail, name, match.route.rule)
         if event_rejected.receivers:
-            send_safely(event_rejected, self.sender, reason=reason, detail=detail, dialect=name)
+            send_safely(event_rejected, self.sender, reason=reason, detail=detail, dialect=name,
+                        received_at=received_at or now())
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Flush and close the sink (then count its last figures)."""

@@ -40,7 +40,7 @@ def explain(url: str, **collector_options: Any) -> Tuple[Optional[Event], Option
         verdict: Optional[str] = None
         _received = Signal()  # an accepted event is announced to nobody
 
-        def _reject(self, reason: str, detail: str, dialect: Any, match: Any) -> None:
+        def _reject(self, reason: str, detail: str, dialect: Any, match: Any, received_at: Any = None) -> None:
             self.verdict = f"{reason}: {detail}"
 
     if len(url) > MAX_URL_CHARS:

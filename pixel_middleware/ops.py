@@ -100,8 +100,10 @@ class StatusReporter:
     def _on_event(self, sender: Any, event: Dict[str, Any], dialect: str, **_: Any) -> None:
         self._recent.append({"at": time.time(), "dialect": dialect, "event": event})
 
-    def _on_rejected(self, sender: Any, reason: str, detail: str, dialect: Optional[str], **_: Any) -> None:
-        self._recent.append({"at": time.time(), "dialect": dialect, "rejected": reason, "detail": detail})
+    def _on_rejected(self, sender: Any, reason: str, detail: str, dialect: Optional[str],
+                     received_at: Optional[str] = None, **_: Any) -> None:
+        self._recent.append({"at": time.time(), "dialect": dialect, "rejected": reason, "detail": detail,
+                             "received_at": received_at})
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -133,13 +135,18 @@ class StatusReporter:
 def _shown(entry: Dict[str, Any]) -> Dict[str, Any]:
     """A recent entry as the debug page may show it: the client's address anonymised.
 
-    An event is dated by its ``receivedAt``, the request's arrival: a worker
-    that records after answering may record two workers' events in the
-    other order.
+    An event is dated by its ``receivedAt``, a rejection by the ``received_at``
+    its signal carried, both the request's arrival: a worker that records
+    after answering may record two workers' requests in the other order.
     """
     event = entry.get("event")
     if event is None:
-        return entry
+        shown = {key: value for key, value in entry.items() if key != "received_at"}
+        try:
+            shown["at"] = epoch_ms(entry["received_at"]) / 1000
+        except (KeyError, DecodeError):
+            pass
+        return shown
     context = event.get("context")
     if isinstance(context, dict) and context.get("ip"):
         event = {**event, "context": {**context, "ip": anonymize_ip(str(context["ip"])) or "-"}}

@@ -163,7 +163,9 @@ def test_signals(client, middleware, signals):
     assert (name, name2) == ("received", "rejected")
     assert sender is middleware and sender2 is middleware
     assert received["event"]["event"] == "Email Opened" and received["dialect"] == "compact"
+    arrived = rejected.pop("received_at")
     assert rejected == {"reason": "missing_event", "detail": "a track event needs an event name", "dialect": "compact"}
+    assert len(arrived) == 24 and arrived >= received["event"]["receivedAt"]  # receivedAt's format; it came second
 
 
 def test_receiver_that_raises_harms_nobody(client, sink, signals, caplog):

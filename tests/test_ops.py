@@ -129,3 +129,48 @@ def test_debug_page_orders_events_by_arrival_when_closes_come_in_another_order(t
         reporter.stop()
     page = Client(ops_app(str(tmp_path), debug_page=True)).get("/").get_data(as_text=True)
     assert page.index("<b>Second</b>") < page.index("<b>First</b>"), "newest arrival first"
+
+
+def test_debug_page_dates_a_rejection_by_its_arrival_too(tmp_path: Any) -> None:
+    """A rejection recorded after a later request's event still shows below it: both dated by arrival."""
+    import time
+    from werkzeug.test import EnvironBuilder
+
+    app = PixelMiddleware(None, sink=MemorySink(), after_response=True, write_keys=["k"])
+    reporter = StatusReporter(app.collector, str(tmp_path), interval=60, recent=10)
+    reporter.start()
+    try:
+        bodies = []
+        for query in ("wk=wrong&e=Refused&uid=u", "wk=k&e=Second&uid=u"):  # the first key is refused
+            environ = EnvironBuilder(path="/v1/pixel/track", query_string=query).get_environ()
+            bodies.append(app(environ, lambda *args: None))
+            time.sleep(0.02)
+        bodies[1].close()
+        time.sleep(0.02)
+        bodies[0].close()  # the rejection is recorded last
+        reporter.write()
+    finally:
+        reporter.stop()
+    page = Client(ops_app(str(tmp_path), debug_page=True)).get("/").get_data(as_text=True)
+    assert page.index("<b>Second</b>") < page.index("rejected: invalid_write_key"), "newest arrival first"
+    assert "received_at" not in page
+
+
+def test_event_rejected_carries_the_arrival_time() -> None:
+    from werkzeug.test import EnvironBuilder
+
+    from pixel_middleware import event_rejected
+    from pixel_middleware.events import format_epoch_ms
+
+    app = PixelMiddleware(None, sink=MemorySink(), after_response=True, write_keys=["k"])
+    heard = []
+    event_rejected.connect(lambda sender, **kw: heard.append(kw), sender=app, weak=False)
+    try:
+        before = format_epoch_ms(int(__import__("time").time() * 1000))
+        body = app(EnvironBuilder(path="/v1/pixel/track", query_string="wk=no&e=E&uid=u").get_environ(), lambda *a: None)
+        body.close()
+        after = format_epoch_ms(int(__import__("time").time() * 1000) + 1)
+    finally:
+        event_rejected.receivers.clear()
+    [payload] = heard
+    assert payload["reason"] == "invalid_write_key" and before <= payload["received_at"] <= after
