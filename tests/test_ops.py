@@ -157,6 +157,8 @@ def test_debug_page_dates_a_rejection_by_its_arrival_too(tmp_path: Any) -> None:
 
 
 def test_event_rejected_carries_the_arrival_time() -> None:
+    import time
+
     from werkzeug.test import EnvironBuilder
 
     from pixel_middleware import event_rejected
@@ -164,13 +166,14 @@ def test_event_rejected_carries_the_arrival_time() -> None:
 
     app = PixelMiddleware(None, sink=MemorySink(), after_response=True, write_keys=["k"])
     heard = []
-    event_rejected.connect(lambda sender, **kw: heard.append(kw), sender=app, weak=False)
+    receiver = lambda sender, **kw: heard.append(kw)  # noqa: E731
+    event_rejected.connect(receiver, sender=app, weak=False)
     try:
-        before = format_epoch_ms(int(__import__("time").time() * 1000))
+        before = format_epoch_ms(int(time.time() * 1000))
         body = app(EnvironBuilder(path="/v1/pixel/track", query_string="wk=no&e=E&uid=u").get_environ(), lambda *a: None)
         body.close()
-        after = format_epoch_ms(int(__import__("time").time() * 1000) + 1)
+        after = format_epoch_ms(int(time.time() * 1000) + 1)
     finally:
-        event_rejected.receivers.clear()
+        event_rejected.disconnect(receiver, sender=app)
     [payload] = heard
     assert payload["reason"] == "invalid_write_key" and before <= payload["received_at"] <= after
