@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pixel_middleware.gif import GIF
-from tests.helpers import CHROMIUM_FLAGS, ROOT, children, free_port, wait_until
+from tests.helpers import CHROMIUM_FLAGS, ROOT, Process, children, free_port, wait_until
 
 
 WRITE_KEY = "SECRET-WK-31337"
@@ -102,12 +102,16 @@ def test_an_out_of_range_flag_is_refused_before_gunicorn_starts() -> None:
     assert done.returncode == 2 and "--workers" in done.stderr and done.stdout == ""
 
 
-def test_a_sink_that_cannot_be_built_stops_serve_with_one_line_and_no_credentials(start: Any) -> None:
+def test_a_sink_that_cannot_be_built_stops_serve_with_one_line_and_no_credentials() -> None:
     port = free_port()
-    process = start(["-m", "pixel_middleware", "serve", "--workers", "2", "--port", str(port),
-                     "--sink", "kttps://alice:typo-secret-1@x.test/in",
-                     "--sink", "https://x.test/in#auth=bob:frag-secret-2"], port)
-    assert process.proc.wait(60) == 3  # gunicorn's "worker failed to boot": the master stops, no respawn loop
+    # Not start(): serve may be gone before anyone could connect to it, which is what is tested.
+    process = Process([sys.executable, "-m", "pixel_middleware", "serve", "--workers", "2", "--port", str(port),
+                       "--sink", "kttps://alice:typo-secret-1@x.test/in",
+                       "--sink", "https://x.test/in#auth=bob:frag-secret-2"], port)
+    try:
+        assert process.proc.wait(60) == 3  # gunicorn's "worker failed to boot": the master stops, no respawn loop
+    finally:
+        process.stop()
     output = process.output()
     assert "cannot start: ValueError: unknown sink URL scheme 'kttps'" in output, output
     assert "Traceback" not in output and "typo-secret-1" not in output and "frag-secret-2" not in output, output
