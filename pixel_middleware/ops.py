@@ -139,22 +139,17 @@ def _shown(entry: Dict[str, Any]) -> Dict[str, Any]:
     its signal carried, both the request's arrival: a worker that records
     after answering may record two workers' requests in the other order.
     """
+    shown = {key: value for key, value in entry.items() if key != "received_at"}
     event = entry.get("event")
-    if event is None:
-        shown = {key: value for key, value in entry.items() if key != "received_at"}
-        try:
-            shown["at"] = epoch_ms(entry["received_at"]) / 1000
-        except (KeyError, DecodeError):
-            pass
-        return shown
-    context = event.get("context")
-    if isinstance(context, dict) and context.get("ip"):
-        event = {**event, "context": {**context, "ip": anonymize_ip(str(context["ip"])) or "-"}}
-    try:
-        at = epoch_ms(event["receivedAt"]) / 1000
+    if event is not None:
+        context = event.get("context")
+        if isinstance(context, dict) and context.get("ip"):
+            shown["event"] = {**event, "context": {**context, "ip": anonymize_ip(str(context["ip"])) or "-"}}
+    try:  # else the time it was recorded, which entry["at"] already holds
+        shown["at"] = epoch_ms(event["receivedAt"] if event is not None else entry["received_at"]) / 1000
     except (KeyError, DecodeError):
-        at = entry["at"]
-    return {**entry, "at": at, "event": event}
+        pass
+    return shown
 
 
 def read_statuses(status_dir: str) -> List[Dict[str, Any]]:
