@@ -101,7 +101,8 @@ class FileSink(Sink):
         try:
             self._write(b"".join(held))
         except OSError as error:
-            self._lost += len(held)
+            with self._held_lock:  # two request threads may fail at once
+                self._lost += len(held)
             _log.error("file sink %s could not write %d held events: %s", self.path, len(held), error)
 
     def _write(self, data: bytes) -> None:
