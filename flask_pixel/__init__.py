@@ -39,36 +39,15 @@ from werkzeug.routing import Rule
 from pixel_middleware import Collector, build_click_url, build_pixel_url
 from pixel_middleware.clicks import CLICK_EVENT
 from pixel_middleware.collector import Match, Route
-from pixel_middleware.dialects import get_dialect
+from pixel_middleware.options import OPTIONS, Option, names, resolve
 
 from .links import rewrite_links
 
 __all__ = ["Pixel", "PixelState", "amp_pixel", "click_url", "pixel_tag", "pixel_url", "track_links", "user_id"]
 
-#: Every setting: option name -> (config key, default).
-SETTINGS: Dict[str, Tuple[str, Any]] = {
-    "sink": ("PIXEL_SINK", "log:"),
-    "write_keys": ("PIXEL_WRITE_KEYS", None),
-    "write_key": ("PIXEL_WRITE_KEY", None),
-    "url_dialect": ("PIXEL_URL_DIALECT", "compact"),
-    "base_url": ("PIXEL_BASE_URL", None),
-    "dialects": ("PIXEL_DIALECTS", None),
-    "prefix": ("PIXEL_PREFIX", ""),
-    "cache_buster": ("PIXEL_CACHE_BUSTER", True),
-    "user_resolver": ("PIXEL_USER_RESOLVER", None),
-    "user_traits": ("PIXEL_USER_TRAITS", None),
-    "signing_key": ("PIXEL_SIGNING_KEY", None),
-    "signing_key_fallbacks": ("PIXEL_SIGNING_KEY_FALLBACKS", None),
-    "require_signature": ("PIXEL_REQUIRE_SIGNATURE", False),
-    "signature_max_age": ("PIXEL_SIGNATURE_MAX_AGE", None),
-    "click_allowed_hosts": ("PIXEL_CLICK_ALLOWED_HOSTS", None),
-    "machine_events": ("PIXEL_MACHINE_EVENTS", "keep"),
-    "dedup": ("PIXEL_DEDUP", None),
-    "ip": ("PIXEL_IP", "full"),
-    "privacy_signals": ("PIXEL_PRIVACY_SIGNALS", "anonymize"),
-    "dnt": ("PIXEL_DNT", False),
-    "metrics": ("PIXEL_METRICS", False),
-}
+#: The options a Flask app configures (``PIXEL_*`` keys, or keywords of :class:`Pixel`): the rows of
+#: the core's options table that have a config key.
+SETTINGS: Tuple[Option, ...] = tuple(o for o in OPTIONS if o.key and o.scope in ("pipeline", "urls"))
 
 UserTraits = Union[Sequence[str], Callable[[Any], Optional[Mapping[str, Any]]], None]
 
@@ -133,9 +112,8 @@ def _traits(user: Any, spec: UserTraits) -> Optional[Dict[str, Any]]:
     if callable(spec):
         found = spec(user)
         return (_plain(found) or None) if found is not None else None
-    names = [n.strip() for n in spec.split(",") if n.strip()] if isinstance(spec, str) else spec
     traits: Dict[str, Any] = {}
-    for name in names:
+    for name in spec:  # names, as the options table split them
         value = user.get(name) if isinstance(user, Mapping) else getattr(user, name, None)
         value = _plain(value)
         if value is not None:
@@ -162,42 +140,10 @@ class PixelState:
         self.app = app
         self.extension = extension
         self.settings = settings
-        prefix = (settings["prefix"] or "").rstrip("/")
-        if prefix and not prefix.startswith("/"):
-            raise ValueError(f"PIXEL_PREFIX must start with '/', not {prefix!r}")
-        self.prefix = prefix
-        write_keys = settings["write_keys"]
-        if isinstance(write_keys, str):
-            write_keys = [key.strip() for key in write_keys.split(",") if key.strip()]
-        write_key = settings["write_key"]
-        if write_keys is None and write_key:
-            # The app's own key only, rather than any key: set PIXEL_WRITE_KEYS to widen it.
-            write_keys = [write_key]
-        if write_key and write_keys is not None and not callable(write_keys) and write_key not in write_keys:
-            raise ValueError("PIXEL_WRITE_KEY is not among PIXEL_WRITE_KEYS: every URL the app builds would be rejected")
-        self.signing_key, fallbacks = _signing_keys(app, settings)
-        hosts = settings["click_allowed_hosts"]
-        if isinstance(hosts, str):
-            hosts = [host.strip() for host in hosts.split(",") if host.strip()]
-        self.collector = Collector(
-            sink=settings["sink"],
-            dialects=settings["dialects"],
-            write_keys=write_keys,
-            prefix=prefix,
-            sender=app,
-            signing_key=self.signing_key,
-            signing_key_fallbacks=fallbacks,
-            require_signature=bool(settings["require_signature"]),
-            signature_max_age=settings["signature_max_age"],
-            click_allowed_hosts=hosts,
-            machine_events=settings["machine_events"],
-            dedup=settings["dedup"],
-            ip=settings["ip"],
-            privacy_signals=settings["privacy_signals"],
-            dnt=settings["dnt"],
-            metrics=bool(settings["metrics"]),
-        )
-        self.url_dialect = get_dialect(settings["url_dialect"])
+        self.prefix = settings["prefix"]
+        self.signing_key = settings["signing_key"]
+        self.collector = Collector(**{name: settings[name] for name in names("pipeline") if name != "sender"}, sender=app)
+        self.url_dialect = settings["url_dialect"]
         answered = {dialect.name for route in self.collector.routes for dialect in route.dialects}
         if self.url_dialect.name not in answered:
             raise ValueError(
@@ -224,7 +170,7 @@ class PixelState:
         """
         base = self.settings["base_url"]
         if base:
-            return str(base).rstrip("/") + self.prefix
+            return base + self.prefix
         if has_request_context() and current_app._get_current_object() is self.app:  # type: ignore[attr-defined]
             return request.url_root.rstrip("/") + self.prefix
         config = self.app.config
@@ -404,9 +350,10 @@ class Pixel:
 
     @staticmethod
     def _check(options: Mapping[str, Any]) -> Dict[str, Any]:
-        unknown = sorted(set(options) - set(SETTINGS))
+        known = [o.name for o in SETTINGS]
+        unknown = sorted(set(options) - set(known))
         if unknown:
-            raise TypeError(f"unknown Pixel option(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+            raise TypeError(f"unknown Pixel option(s) {', '.join(unknown)}; known: {', '.join(known)}")
         return dict(options)
 
     def init_app(self, app: Flask, **options: Any) -> PixelState:
@@ -489,10 +436,7 @@ class Pixel:
                 "a Pixel extension is already registered on this app: call init_app once per app"
             )
         merged = {**self.options, **self._check(options)}
-        settings = {
-            name: merged[name] if name in merged else app.config.get(key, default)
-            for name, (key, default) in SETTINGS.items()
-        }
+        settings = _settings(app, merged)
         sink = settings["sink"]
         owns_sink = isinstance(sink, str) or (
             isinstance(sink, (list, tuple)) and all(isinstance(item, str) for item in sink)
@@ -517,20 +461,36 @@ class Pixel:
             raise RuntimeError("this app has no Pixel extension: call Pixel(app) or pixel.init_app(app)") from None
 
 
-def _signing_keys(app: Flask, settings: Mapping[str, Any]) -> Tuple[Any, Any]:
-    """``PIXEL_SIGNING_KEY`` and its fallbacks, defaulting to ``SECRET_KEY`` as Flask's extensions do.
+def _settings(app: Flask, options: Mapping[str, Any]) -> Dict[str, Any]:
+    """Each setting from ``options``, else ``app.config``, checked by the options table and named as given.
 
-    The fallbacks go to the collector as configured: one key or a list, which
-    the core's signer tells apart.
+    Flask's own conventions on top: the signing key defaults to ``SECRET_KEY``
+    (and its fallbacks to ``SECRET_KEY_FALLBACKS``), checked under those
+    names, as Flask's extensions do: a blank ``SECRET_KEY`` is an error, an app
+    without one signs nothing. ``PIXEL_SIGNING_KEY = False`` turns signing
+    off. Unset ``PIXEL_WRITE_KEYS`` with a ``PIXEL_WRITE_KEY`` accepts that
+    key only, rather than any.
     """
-    key, fallbacks = settings["signing_key"], settings["signing_key_fallbacks"]
-    if key is False:
-        return None, ()
-    if key is None:
-        key = app.config.get("SECRET_KEY")
-        if fallbacks is None:
-            fallbacks = app.config.get("SECRET_KEY_FALLBACKS")
-    return key or None, fallbacks or ()
+    config = app.config
+    given: Dict[str, Any] = {}
+    labels: Dict[str, str] = {}
+    for o in SETTINGS:
+        if o.name in options:
+            given[o.name], labels[o.name] = options[o.name], f"Pixel({o.name}=...)"
+        else:
+            given[o.name], labels[o.name] = config.get(o.key), o.key  # type: ignore[assignment]
+    if given["signing_key"] is None:
+        given["signing_key"], labels["signing_key"] = config.get("SECRET_KEY"), "SECRET_KEY"
+        if given["signing_key_fallbacks"] is None:
+            given["signing_key_fallbacks"] = config.get("SECRET_KEY_FALLBACKS")
+            labels["signing_key_fallbacks"] = "SECRET_KEY_FALLBACKS"
+    elif given["signing_key"] is False:
+        given["signing_key_fallbacks"] = None
+    settings = resolve(given, ("pipeline", "urls"), label=lambda o: labels.get(o.name, o.key or o.name))
+    if settings["write_keys"] is None and settings["write_key"]:
+        # The app's own key only, rather than any key: set PIXEL_WRITE_KEYS to widen it.
+        settings["write_keys"] = [settings["write_key"]]
+    return settings
 
 
 def pixel_url(event: Optional[str] = None, user: Any = None, *, type: str = "track", **properties: Any) -> str:

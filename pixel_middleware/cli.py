@@ -12,21 +12,9 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, List, Optional
+from typing import List, Optional
 
-from .middleware import PixelMiddleware
 from .urls import build_click_url, build_pixel_url
-
-
-def make_app(sink: Optional[List[str]] = None, write_keys: Optional[List[str]] = None,
-             dialects: Optional[List[str]] = None, **options: Any) -> PixelMiddleware:
-    """A collector with nothing behind it: pixel routes answer, everything else is 404.
-
-    Takes :class:`~pixel_middleware.PixelMiddleware`'s keywords; ``None`` or
-    an empty list leaves an option at its default.
-    """
-    given = {name: value for name, value in options.items() if value is not None and value != []}
-    return PixelMiddleware(None, sink=sink or None, write_keys=write_keys or None, dialects=dialects or None, **given)
 
 
 def _url(args: argparse.Namespace) -> int:

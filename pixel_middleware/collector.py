@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from datetime import timedelta
 from collections import Counter
 from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
@@ -19,13 +18,14 @@ from blinker import Signal
 from .agents import AgentStep
 from .dedup import dedup_step
 from . import clicks
-from .dialects import Dialect, DialectSpec, get_dialects
+from .dialects import Dialect, get_dialects
 from .events import DecodeError, Event, enrich, now, parse_query
 from .gif import GIF, GIF_HEADERS, respond
 from .privacy import PrivacyStep
 from .signals import event_received, event_rejected, send_safely
-from .signing import Key, Verifier
-from .sinks import SinkSpec, resolve_sink
+from .options import docstring, resolve
+from .signing import Verifier
+from .sinks import resolve_sink
 
 _log = logging.getLogger("pixel_middleware")
 _VARIABLE = re.compile(r"<(?:[^>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
@@ -99,81 +99,46 @@ def _compile(rule: str) -> "re.Pattern[str]":
 class Collector:
     """Decodes pixel requests and delivers their events.
 
-    :param sink: a sink, a sink URL (``log:``, ``kafka://...``), or a list of
-        either to fan out to. Default: :class:`~pixel_middleware.LogSink`.
-    :param dialects: names or :class:`~pixel_middleware.Dialect` objects to
-        answer; default all built in (rudderstack, segment, mparticle, compact).
-    :param write_keys: accepted write keys, a collection or a callable
-        returning whether a key is accepted. ``None`` accepts any key, but a
-        request must still carry one (every vendor requires it). Write keys
-        are credentials: they are never put in events, signals or logs.
-    :param prefix: mount the vendor routes under this path (``"/t"`` gives
-        ``/t/v1/pixel/track``).
-    :param sender: the sender of the signals; ``PixelMiddleware`` passes
-        itself, :mod:`flask_pixel` the Flask app.
-    :param signing_key: verify a URL's ``sig`` with this key (see
-        :mod:`pixel_middleware.signing`); accepted events then carry
-        ``context.pixel.signed``. Invalid signatures are rejected
-        (``bad_signature``).
-    :param signing_key_fallbacks: older keys still accepted (key rotation).
-    :param require_signature: reject unsigned URLs (``missing_signature``).
-    :param signature_max_age: reject URLs signed longer ago than this many
-        seconds, or this :class:`~datetime.timedelta` (``signature_expired``).
-    :param click_allowed_hosts: hosts the click route redirects to even
-        without a valid signature; ``*.example.com`` allows its subdomains.
-    :param machine_events: ``"keep"`` records fetches by machines (Apple MPP,
-        bots, prefetch, link scanners) flagged ``context.pixel.machine``;
-        ``"drop"`` rejects them (reason ``machine``). See :mod:`.agents`.
-    :param dedup: ``None``, seconds (one event per key per window, in
-        memory) or a ``redis://`` URL (shared by processes). See :mod:`.dedup`.
-    :param ip: ``"full"``, ``"anonymize"`` or ``"drop"`` the client address.
-    :param privacy_signals: what a ``Sec-GPC: 1`` request gets:
-        ``"anonymize"``, ``"drop"`` or ``"ignore"``. See :mod:`.privacy`.
-    :param dnt: treat ``DNT: 1`` like ``Sec-GPC: 1``.
-    :param metrics: count events, rejections and the sink's health for
-        Prometheus (see :mod:`pixel_middleware.metrics`; needs prometheus_client).
-    :param after_response: record a pixel's event once its GIF is written,
-        when the server closes the response (PEP 3333 servers all call
-        ``close()``), instead of before answering. The client gets its GIF
-        sooner, and a server that waits for the client to close the
-        connection (gunicorn's sync workers do) does the work meanwhile.
-        ``serve`` turns it on. The click route still decides first: its
-        answer depends on the verdict.
-    """
+    Options (keywords only; each a row of :mod:`pixel_middleware.options`,
+    checked there, so that every front door takes the same values):
+
+    ``write_keys`` are credentials: they are never put in events, signals or
+    logs. A ``signing_key`` makes accepted events carry
+    ``context.pixel.signed``, and invalid signatures are rejected
+    (``bad_signature``); see :mod:`pixel_middleware.signing`. See
+    :mod:`.agents` for ``machine_events``, :mod:`.dedup` for ``dedup``,
+    :mod:`.privacy` for ``ip``, ``privacy_signals`` and ``dnt``, and
+    :mod:`pixel_middleware.metrics` for ``metrics``.
+
+    ``after_response`` records a pixel's event once its GIF is written,
+    when the server closes the response (PEP 3333 servers all call
+    ``close()``), instead of before answering. The client gets its GIF
+    sooner, and a server that waits for the client to close the
+    connection (gunicorn's sync workers do) does the work meanwhile.
+    The click route still decides first: its answer depends on the verdict.
+
+    A value that would weaken a protection (a blank signing key, a blank
+    boolean, a dedup window of 0) is a :class:`ValueError` naming the option.
+
+"""
 
     #: Where an accepted event is announced: :data:`event_received`, but for
     #: explain()'s collector, whose events nobody may hear of (a URL pasted to
     #: look at is not an open).
     _received: Signal = event_received
 
-    def __init__(
-        self,
-        *,
-        sink: SinkSpec = None,
-        dialects: Optional[Iterable[DialectSpec]] = None,
-        write_keys: WriteKeys = None,
-        prefix: str = "",
-        sender: Any = None,
-        signing_key: Optional[Key] = None,
-        signing_key_fallbacks: Union[Key, Iterable[Key]] = (),
-        require_signature: bool = False,
-        signature_max_age: Union[float, timedelta, None] = None,
-        click_allowed_hosts: Optional[Collection[str]] = None,
-        machine_events: str = "keep",
-        dedup: Union[None, float, str] = None,
-        ip: str = "full",
-        privacy_signals: str = "anonymize",
-        dnt: bool = False,
-        metrics: bool = False,
-        after_response: bool = False,
-    ) -> None:
+    def __init__(self, **options: Any) -> None:
+        settings = resolve(options)
+        #: The options in effect, checked (see :mod:`pixel_middleware.options`).
+        self.settings = settings
+        sink, write_keys, sender = settings["sink"], settings["write_keys"], settings["sender"]
+        after_response, prefix = settings["after_response"], settings["prefix"]
+        signing_key, require_signature = settings["signing_key"], settings["require_signature"]
         self.sink = resolve_sink(sink)
         self._after_response = after_response
         self.sender = sender if sender is not None else self
-        self.prefix = prefix.rstrip("/")
-        self.routes = _routes(get_dialects(dialects), self.prefix)
-        if isinstance(write_keys, str):
-            write_keys = (write_keys,)
+        self.prefix = prefix
+        self.routes = _routes(get_dialects(settings["dialects"]), self.prefix)
         if write_keys is None or callable(write_keys):
             self._key_ok = write_keys
         else:
@@ -189,22 +154,21 @@ class Collector:
         if signing_key:
             self._verifier = Verifier(
                 signing_key,
-                signing_key_fallbacks,
+                settings["signing_key_fallbacks"] or (),
                 prefix=self.prefix,
                 required=require_signature,
-                max_age=signature_max_age,
+                max_age=settings["signature_max_age"],
             )
             self._steps += (self._verifier,)  # first, as DESIGN.md orders the steps
-        elif require_signature:
-            raise ValueError("require_signature needs a signing_key to check signatures with")
-        self._click_hosts = clicks.allowed_hosts(click_allowed_hosts)
-        self._steps += (AgentStep(machine_events),)
+        self._click_hosts = clicks.allowed_hosts(settings["click_allowed_hosts"])
+        self._steps += (AgentStep(settings["machine_events"]),)
+        ip, privacy_signals, dnt = settings["ip"], settings["privacy_signals"], settings["dnt"]
         if ip != "full" or privacy_signals != "ignore" or dnt:
             self._steps += (PrivacyStep(ip, privacy_signals, dnt),)
-        if dedup is not None:
-            self._steps += (dedup_step(dedup, self._count),)
+        if settings["dedup"] is not None:
+            self._steps += (dedup_step(settings["dedup"], self._count),)
         self._metrics: Any = None
-        if metrics:
+        if settings["metrics"]:
             from .metrics import Metrics
 
             self._metrics = Metrics(self.rejections, self._count_lock, getattr(self.sink, "health", list))
@@ -322,6 +286,9 @@ class Collector:
         self.sink.close(timeout)
         if self._metrics is not None:
             self._metrics.close()
+
+
+Collector.__doc__ = f"{Collector.__doc__}{docstring('pipeline')}\n    "
 
 
 class _RecordOnClose(list):

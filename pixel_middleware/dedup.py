@@ -13,6 +13,19 @@ or anonymous id and properties. Keys are SHA-256 digests, so neither write
 keys nor ids are stored in Redis. A duplicate is rejected with reason
 ``duplicate``.
 
+Signed and unsigned events are kept apart: with signing on, the key also
+says whether the event's URL was signed (``context.pixel.signed``), so an
+unsigned request that copies a signed URL's ``messageId`` (anyone can send
+one) never makes the signed event a duplicate, and a signed event never
+hides an unsigned one either; each counts once among its own kind.
+
+What the in-memory window guarantees: one event per key per window among
+the last :data:`MEMORY_SIZE` distinct keys this process saw. A client that
+sends more distinct ids than that (each costs it one request) pushes the
+oldest keys out, and their repeats pass again; the memory stays bounded
+(measured in ``benchmarks/bench_core.py``). Where duplicates must stay out
+whatever clients send, or across workers and hosts, use Redis.
+
 Redis is never allowed to make a request slow or lose an event: every call
 has a 50 ms timeout, and when Redis fails the event passes undeduplicated,
 the outage is logged and counted once (``dedup_unavailable``), and Redis is
@@ -44,6 +57,8 @@ RETRY_AFTER = 5.0
 def dedup_key(event: Event, hit: Any) -> str:
     """The digest naming ``event``: its URL-given ``messageId``, else what it says."""
     digest = hashlib.sha256(hit.write_key.encode("utf-8", "surrogatepass"))
+    if event["context"].get("pixel", {}).get("signed"):
+        digest.update(b"\0signed")  # an unsigned copy of a signed URL's id is another key
     if hit.message_id_given:
         digest.update(b"\0id\0" + event["messageId"].encode("utf-8", "surrogatepass"))
     else:
@@ -91,7 +106,8 @@ class RedisDedup:
 
         parts = urlsplit(url)
         query = parse_qsl(parts.query)
-        self._window = int(dict(query).get("window", 3600))
+        # Checked finite and above 0 by the options table; Redis counts milliseconds.
+        self._window_ms = max(1, round(float(dict(query).get("window", 3600)) * 1000))
         rest = urlencode([(k, v) for k, v in query if k != "window"])
         self._redis = redis.Redis.from_url(
             urlunsplit(parts._replace(query=rest)),
@@ -110,7 +126,7 @@ class RedisDedup:
             return
         key = "pixel:dedup:" + dedup_key(event, hit)
         try:
-            fresh = self._redis.set(key, 1, nx=True, ex=self._window)
+            fresh = self._redis.set(key, 1, nx=True, px=self._window_ms)
         except self._errors as error:
             self._failed(error)
             return
@@ -133,14 +149,8 @@ class RedisDedup:
                          type(error).__name__)
 
 
-def dedup_step(spec: Union[int, float, str], count: Callable[[str], None]) -> Callable[[Event, Any], None]:
-    """The step for a ``dedup=`` option: seconds (a number or its text: in memory) or a ``redis://`` URL."""
-    if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
+def dedup_step(spec: Union[float, str], count: Callable[[str], None]) -> Callable[[Event, Any], None]:
+    """The step for a ``dedup=`` option as the options table checked it: seconds, or a Redis URL."""
+    if isinstance(spec, str):
         return RedisDedup(spec, count)
-    try:
-        window = float(spec)
-    except (TypeError, ValueError):
-        raise ValueError(f"dedup must be seconds or a redis:// URL, not {spec!r}") from None
-    if window <= 0:
-        raise ValueError("dedup window must be positive")
-    return MemoryDedup(window)
+    return MemoryDedup(spec)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import math
 import os
 import re
 import shutil
@@ -34,220 +33,92 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from .cli import make_app
+from . import options as table
 from .middleware import PixelMiddleware
-from .sinks.delivery import as_bool
+from .options import OPTIONS, Option
+from .sinks.base import url_label
 from .sinks.file import FileSink
 
 _log = logging.getLogger("pixel_middleware")
 
 _MASK = "********"
-#: Query parameters of a sink URL whose values are credentials (``sig``: SAS URLs; ``code``: function keys).
-_SECRET_NAMES = re.compile(r"pass|pwd|secret|token|key|auth|credential|sasl|sig|code", re.IGNORECASE)
-#: Where a comma in PIXEL_SINK starts the next sink (Kafka URLs hold commas of their own).
-_NEXT_SINK = re.compile(r",(?=\s*(?:log|file|memory|kafka|https?):)")
-
-
-class Option(NamedTuple):
-    """One ``serve`` option: its flag, its environment variable, how to read it."""
-
-    name: str
-    flag: str
-    env: str
-    kind: str  # "str", "int", "float", "bool", "list" or "choice"
-    default: Any
-    help: str
-    choices: Tuple[str, ...] = ()
-    secret: bool = False
-    #: A keyword of the collector (:func:`make_app`), rather than of the server.
-    collector: bool = True
-    #: The smallest and largest number allowed (``None``: no bound); numbers must be finite.
-    bounds: Tuple[Optional[float], Optional[float]] = (None, None)
+#: serve's options: every row with a flag, the collector's and the server's own.
+SERVE_OPTIONS: Tuple[Option, ...] = tuple(o for o in OPTIONS if o.flag)
+#: Defaults of serve's own where the library's differ: metrics on, two workers a core.
+_DEFAULTS = {"metrics": True}
 
 
 def _default_workers() -> int:
     return 2 * (os.cpu_count() or 1)
 
 
-OPTIONS: Tuple[Option, ...] = (
-    Option("host", "--host", "PIXEL_HOST", "str", "127.0.0.1", "address of the public pixel listener", collector=False),
-    Option("port", "--port", "PIXEL_PORT", "int", 8000, "port of the public pixel listener", collector=False, bounds=(1, 65535)),
-    Option("workers", "--workers", "PIXEL_WORKERS", "int", None, "gunicorn worker processes (default: 2 x cores)",
-           collector=False, bounds=(1, None)),
-    Option("threads", "--threads", "PIXEL_THREADS", "int", 1, "threads per worker (more than 1: gthread workers)",
-           collector=False, bounds=(1, None)),
-    Option("ops_host", "--ops-host", "PIXEL_OPS_HOST", "str", "127.0.0.1",
-           "address of the ops listener (/healthz, /readyz, /metrics)", collector=False),
-    Option("ops_port", "--ops-port", "PIXEL_OPS_PORT", "int", None, "port of the ops listener (default: none)",
-           collector=False, bounds=(1, 65535)),
-    Option("ready_grace", "--ready-grace", "PIXEL_READY_GRACE", "float", 30.0,
-           "seconds a sink may fail before /readyz answers 503", collector=False,
-           bounds=(0, None)),
-    Option("debug_page", "--debug-page", "PIXEL_DEBUG_PAGE", "bool", False,
-           "serve the debug page (last events, decode a URL) at / of the ops port", collector=False),
-    Option("proxies", "--proxies", "PIXEL_PROXIES", "int", 0,
-           "trust X-Forwarded-For/-Proto/-Host from this many proxies in front (werkzeug ProxyFix)", collector=False,
-           bounds=(0, None)),
-    Option("shutdown_timeout", "--shutdown-timeout", "PIXEL_SHUTDOWN_TIMEOUT", "float", 10.0,
-           "seconds a stopping worker may spend delivering before it spools the rest", collector=False,
-           bounds=(0, None)),
-    Option("sink", "--sink", "PIXEL_SINK", "list", None, "sink URL, repeatable (default: log:)"),
-    Option("write_keys", "--write-key", "PIXEL_WRITE_KEYS", "list", None,
-           "accepted write key, repeatable (default: any)", secret=True),
-    Option("dialects", "--dialect", "PIXEL_DIALECTS", "list", None, "dialect to answer, repeatable (default: all)"),
-    Option("prefix", "--prefix", "PIXEL_PREFIX", "str", "", "mount the pixel routes under this path"),
-    Option("signing_key", "--signing-key", "PIXEL_SIGNING_KEY", "str", None,
-           "verify signed URLs with this key (better in the environment: command lines are visible)", secret=True),
-    Option("signing_key_fallbacks", "--signing-key-fallback", "PIXEL_SIGNING_KEY_FALLBACKS", "list", None,
-           "an older key still accepted, repeatable", secret=True),
-    Option("require_signature", "--require-signature", "PIXEL_REQUIRE_SIGNATURE", "bool", False,
-           "reject unsigned URLs"),
-    Option("signature_max_age", "--signature-max-age", "PIXEL_SIGNATURE_MAX_AGE", "float", None,
-           "reject URLs signed longer ago (seconds)", bounds=(0, None)),
-    Option("click_allowed_hosts", "--click-allowed-host", "PIXEL_CLICK_ALLOWED_HOSTS", "list", None,
-           "host /v1/click redirects to without a signature, repeatable (*.example.com: subdomains)"),
-    Option("machine_events", "--machine-events", "PIXEL_MACHINE_EVENTS", "choice", "keep",
-           "record fetches by machines (Apple MPP, bots, prefetch) flagged, or drop them", ("keep", "drop")),
-    Option("dedup", "--dedup", "PIXEL_DEDUP", "str", None,
-           "one event per message: a window in seconds (in memory) or a redis:// URL"),
-    Option("ip", "--ip", "PIXEL_IP", "choice", "full", "how much of the client address to keep",
-           ("full", "anonymize", "drop")),
-    Option("privacy_signals", "--privacy-signals", "PIXEL_PRIVACY_SIGNALS", "choice", "anonymize",
-           "what a request with Sec-GPC: 1 gets", ("anonymize", "drop", "ignore")),
-    Option("dnt", "--dnt", "PIXEL_DNT", "bool", False, "treat DNT: 1 like Sec-GPC: 1"),
-    Option("metrics", "--metrics", "PIXEL_METRICS", "bool", True,
-           "count events, rejections and sink health for /metrics (prometheus_client)"),
-)
-_BY_NAME = {option.name: option for option in OPTIONS}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of every option, defaulting to ``None`` so that the environment can fill what is not given.
 
-    Each help line names the option's variable: ``serve --help`` is where an
+    Values are taken as text and checked by the options table, as the
+    environment's are, so a flag and its variable fail the same way. Each
+    help line names the option's variable: ``serve --help`` is where an
     operator looks for it.
     """
-    for option in OPTIONS:
-        kwargs: Dict[str, Any] = {"dest": option.name, "default": None, "help": f"{option.help} (${option.env})"}
+    for option in SERVE_OPTIONS:
+        default = table._default_text(option, serve=True).replace("`", "")
+        kwargs: Dict[str, Any] = {"dest": option.name, "default": None,
+                                  "help": f"{option.doc.replace('`', '')} (default: {default}; ${option.env})"}
         if option.kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif option.kind == "list":
+        elif option.kind in ("sink", "write_keys", "dialects", "secrets", "hosts"):
             kwargs["action"] = "append"
-        elif option.kind == "choice":
-            kwargs["choices"] = option.choices
-        elif option.kind in ("int", "float"):
-            kwargs["type"] = int if option.kind == "int" else float
+        if option.choices:
+            kwargs["metavar"] = "{" + ",".join(option.choices) + "}"
         parser.add_argument(option.flag, **kwargs)
     parser.add_argument("--dev", action="store_true", help="werkzeug's reloading development server instead of gunicorn")
     parser.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
 
 
-def _from_env(option: Option, text: str) -> Any:
-    """``text`` from the environment as the option's kind; a bad value names the variable, never the value."""
-    if option.kind == "list":
-        parts = _NEXT_SINK.split(text) if option.name == "sink" else text.split(",")
-        return [part.strip() for part in parts if part.strip()] or None
-    if option.kind == "bool":
-        try:
-            return as_bool(text.strip())  # as sink URL options read them
-        except ValueError:
-            raise ValueError(f"{option.env} must be one of 1/true/yes/on or 0/false/no/off") from None
-    if option.kind in ("int", "float"):
-        try:
-            return (int if option.kind == "int" else float)(text)
-        except ValueError:
-            raise ValueError(f"{option.env} must be {'an integer' if option.kind == 'int' else 'a number'}") from None
-    if option.kind == "choice" and text not in option.choices:
-        raise ValueError(f"{option.env} must be one of {', '.join(option.choices)}")
-    return text
-
-
 def _resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[Any, str]]:
-    """Each option's value and where it came from (``flag``, ``env`` or ``default``); flags win."""
+    """Each option's value and where it came from (``flag``, ``env`` or ``default``); flags win.
+
+    Every value goes through the options table (:func:`pixel_middleware.options.resolve`):
+    a blank or bad one is a :class:`ValueError` naming the flag and the variable.
+    """
     environ = os.environ if environ is None else environ
-    settings: Dict[str, Tuple[Any, str]] = {}
-    for option in OPTIONS:
+    given: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    for option in SERVE_OPTIONS:
         value = getattr(args, option.name, None)
         if value is not None:
-            settings[option.name] = (value, "flag")
+            given[option.name], sources[option.name] = value, "flag"
         elif environ.get(option.env) is not None:
-            settings[option.name] = (_from_env(option, environ[option.env]), "env")
-        else:
-            default = _default_workers() if option.name == "workers" else option.default
-            settings[option.name] = (default, "default")
-        _check_bounds(option, settings[option.name][0])
-        if option.name in ("host", "ops_host") and not settings[option.name][0].strip():
-            # gunicorn binds an empty host to every interface: PIXEL_OPS_HOST= left blank by a
-            # template would publish /metrics, /readyz and the debug page to the world.
-            raise ValueError(f"{option.flag} / {option.env} must name an address (0.0.0.0: every interface)")
-    return settings
-
-
-def _check_bounds(option: Option, value: Any) -> None:
-    """A number out of the option's range is an error naming the flag and the variable, as a bad value is."""
-    if option.kind not in ("int", "float") or value is None:
-        return
-    low, high = option.bounds
-    if not math.isfinite(value):
-        raise ValueError(f"{option.flag} / {option.env} must be a finite number")
-    if (low is not None and value < low) or (high is not None and value > high):
-        wanted = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise ValueError(f"{option.flag} / {option.env} must be {wanted}")
-
-
-def _mask_url(url: str) -> str:
-    """A sink URL fit to print: the userinfo's password and credential-like query values masked."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, host = netloc.rpartition("@")
-            user = userinfo.partition(":")[0]
-            netloc = f"{user}:{_MASK}@{host}" if ":" in userinfo else f"{_MASK}@{host}"
-        query, fragment = _mask_pairs(parts.query), _mask_pairs(parts.fragment)
-        if netloc == parts.netloc and query == parts.query and fragment == parts.fragment:
-            return url  # nothing to hide
-        return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
-    except ValueError:
-        return _MASK
-
-
-def _mask_pairs(text: str) -> str:
-    """A query, or an HTTP sink's ``#option=value`` fragment, with credential-like values masked.
-
-    Every ``header.NAME`` value counts as one: the HTTP sink sends it as a
-    request header, and which header carries a key is the endpoint's choice.
-    """
-    pairs = parse_qsl(text, keep_blank_values=True)
-    secret = [bool(_SECRET_NAMES.search(name)) or name.startswith("header.") for name, _ in pairs]
-    if not any(secret):
-        return text
-    return urlencode([(name, _MASK if hidden else value) for (name, value), hidden in zip(pairs, secret)], safe="*,:/")
+            given[option.name], sources[option.name] = environ[option.env], "env"
+    settings = table.resolve(given, ("pipeline", "server"), label=table.serve_label,
+                             defaults={**_DEFAULTS, "workers": _default_workers()})
+    return {o.name: (settings[o.name], sources.get(o.name, "default")) for o in SERVE_OPTIONS}
 
 
 def _shown(option: Option, value: Any) -> str:
-    if value is None:
-        return "-"
+    if value is None or value == []:
+        return "unset"
     if option.secret:
         return ", ".join(_MASK for _ in value) if isinstance(value, list) else _MASK
     if option.name == "sink":
-        return ", ".join(_mask_url(url) for url in value)
-    if option.name == "dedup":
-        return _mask_url(value)  # redis://:password@host
+        return ", ".join(url_label(url) for url in value)
+    if option.name == "dedup" and isinstance(value, str):
+        return url_label(value)  # redis://:password@host
+    if option.name == "dialects":
+        return ", ".join(dialect.name for dialect in value)
     if isinstance(value, list):
         return ", ".join(value)
     return str(value)
 
 
 def _masked(text: str, settings: Dict[str, Any]) -> str:
-    """``text`` (an error's) with every configured URL masked and every secret value hidden."""
+    """``text`` (an error's) with every configured URL shown as its label and every secret value hidden."""
     for url in [*(settings.get("sink") or []), settings.get("dedup") or ""]:
-        if url:
-            text = text.replace(url, _mask_url(url))
-    for option in OPTIONS:
+        if isinstance(url, str) and url:
+            text = text.replace(url, url_label(url))
+    for option in SERVE_OPTIONS:
         value = settings.get(option.name)
         if option.secret and value:
             for secret in value if isinstance(value, list) else [value]:
@@ -258,7 +129,7 @@ def _masked(text: str, settings: Dict[str, Any]) -> str:
 def _print_config(settings: Dict[str, Tuple[Any, str]], out: Any = None) -> None:
     """The effective configuration, one option a line: variable, value (secrets masked), source."""
     out = out or sys.stdout
-    for option in OPTIONS:
+    for option in SERVE_OPTIONS:
         value, source = settings[option.name]
         print(f"{option.env:<30} {_shown(option, value):<40} ({source})", file=out)
 
@@ -275,12 +146,10 @@ def _build(settings: Dict[str, Any], idle_calls: bool = False) -> "_Collecting":
     ``idle_calls``: the server calls the app's ``idle()`` whenever no request
     is waiting (:data:`SYNC_WORKER` does), so file sinks may hold lines until then.
     """
-    options = {o.name: settings[o.name] for o in OPTIONS if o.collector}
-    if not options["metrics"]:
-        del options["metrics"]  # off is the middleware's default
+    options = {name: settings[name] for name in _collector_options()}
     # The GIF first, the event as the server closes the response: gunicorn's sync workers
     # wait for the client to close the connection, and the event is recorded meanwhile.
-    middleware = make_app(after_response=True, **options)
+    middleware = PixelMiddleware(None, after_response=True, **options)
     return _Collecting(middleware, settings, idle_calls)
 
 
@@ -355,8 +224,13 @@ def _explainer(settings: Dict[str, Any]) -> Callable[[str], Any]:
     """The paste box's decoding, with the collector's own settings (but dedup: see explain())."""
     from .explain import explain
 
-    options = {o.name: settings[o.name] for o in OPTIONS if o.collector and o.name not in ("sink", "metrics", "dedup")}
+    options = {name: settings[name] for name in _collector_options() if name not in ("sink", "metrics", "dedup")}
     return lambda url: explain(url, **options)
+
+
+def _collector_options() -> List[str]:
+    """The collector's options that serve takes (its flags): all but the Python-only ones."""
+    return [o.name for o in SERVE_OPTIONS if o.scope == "pipeline"]
 
 
 class _RedactingFilter(logging.Filter):
@@ -522,15 +396,6 @@ def serve(args: argparse.Namespace) -> int:
         _print_config(resolved)
         return 0
     settings = {name: value for name, (value, _) in resolved.items()}
-    if settings["require_signature"] and not settings["signing_key"]:
-        print("pixel-middleware serve: --require-signature needs --signing-key or PIXEL_SIGNING_KEY", file=sys.stderr)
-        return 2
-    if settings["debug_page"] and not settings["ops_port"]:
-        print("pixel-middleware serve: --debug-page is served on the ops port: set --ops-port", file=sys.stderr)
-        return 2
-    if settings["ops_port"] and settings["ops_port"] == settings["port"]:
-        print("pixel-middleware serve: --ops-port must differ from --port", file=sys.stderr)
-        return 2
     if settings["metrics"] and importlib.util.find_spec("prometheus_client") is None:
         settings["metrics"] = False  # without the extra: no /metrics, the rest works
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -540,7 +405,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.getLogger("werkzeug").addFilter(_RedactingFilter())
     settings["state_dir"] = tempfile.mkdtemp(prefix="pixel-serve-")
     os.makedirs(os.path.join(settings["state_dir"], "status"))
-    sinks = ", ".join(_mask_url(url) for url in settings["sink"] or ["log:"])
+    sinks = ", ".join(url_label(url) for url in settings["sink"] or ["log:"])
     ops = f"; ops on http://{_address(settings['ops_host'], settings['ops_port'])}/" if settings["ops_port"] else ""
     print(f"pixel collector on http://{_address(settings['host'], settings['port'])}/ (sink: {sinks}{ops})",
           file=sys.stderr, flush=True)

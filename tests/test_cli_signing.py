@@ -71,4 +71,4 @@ def test_require_signature_without_a_key_is_refused():
         capture_output=True, text=True, timeout=60, cwd=ROOT,
         env={k: v for k, v in os.environ.items() if k != "PIXEL_SIGNING_KEY"},
     )
-    assert done.returncode == 2 and "--require-signature needs" in done.stderr
+    assert done.returncode == 2 and "--require-signature / PIXEL_REQUIRE_SIGNATURE needs --signing-key" in done.stderr

@@ -84,15 +84,24 @@ def test_url_command():
 
 
 def test_serve_flags_reach_the_collector():
-    """``serve --machine-events drop --ip anonymize --privacy-signals drop --dnt --dedup 60``, as make_app builds it."""
-    from pixel_middleware.cli import make_app
+    """``serve --machine-events drop --ip anonymize --privacy-signals drop --dnt --dedup 60``, as a worker builds it."""
+    import argparse
 
-    app = make_app(["memory:"], machine_events="drop", ip="anonymize", privacy_signals="drop", dnt=True, dedup="60")
+    from pixel_middleware import server
+
+    parser = argparse.ArgumentParser()
+    server.add_arguments(parser)
+    args = parser.parse_args(["--sink", "memory:", "--machine-events", "drop", "--ip", "anonymize",
+                              "--privacy-signals", "drop", "--dnt", "--dedup", "60", "--no-metrics"])
+    settings = {name: value for name, (value, _) in server._resolve(args, environ={}).items()}
+    app = server._build(settings).middleware
     sink = app.sink
     client = Client(app)
     url = "/v1/pixel/track?wk=k&e=Open&uid=u1&mid=m1"
     bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
     for headers in ({"User-Agent": bot}, {"DNT": "1"}, {}, {}):
-        assert client.get(url, headers=headers, environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 200
+        response = client.get(url, headers=headers, environ_base={"REMOTE_ADDR": "203.0.113.7"})
+        assert response.status_code == 200
+        response.close()  # serve records each event as the server closes the response
     assert [e["context"]["ip"] for e in sink.events] == ["203.0.113.0"]
     assert app.rejections == {"machine": 1, "opted_out": 1, "duplicate": 1}

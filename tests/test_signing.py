@@ -290,10 +290,16 @@ def test_expiry(monkeypatch, max_age):
     assert len(sink.events) == 1 and middleware.rejections == {"signature_expired": 1}
 
 
-@pytest.mark.parametrize("max_age", ["3600", [60]])
-def test_an_expiry_that_is_no_number_is_a_configuration_error(max_age):
-    with pytest.raises(TypeError, match="signature_max_age"):
+@pytest.mark.parametrize("max_age", ["an hour", [60], "", 0, -1, float("inf"), float("nan"), timedelta(0)])
+def test_an_expiry_that_is_no_positive_number_is_a_configuration_error(max_age):
+    with pytest.raises(ValueError, match="signature_max_age"):
         PixelMiddleware(None, signing_key=KEY, signature_max_age=max_age)
+
+
+def test_an_expiry_given_as_text_is_read_once_as_seconds():
+    # As the environment and config files give it: parsed at start-up, not compared as text per request.
+    middleware = PixelMiddleware(None, signing_key=KEY, signature_max_age="3600")
+    assert middleware.collector.settings["signature_max_age"] == 3600.0
 
 
 ROUND_TRIP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -7,10 +7,37 @@ the middleware and never reaches the client.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Dict, List, Optional
+from urllib.parse import urlsplit
 
 from ..events import Event
+
+def url_label(url: str) -> str:
+    """A URL as a sink's name shows it (metric labels, ``/readyz``, logs, ``--print-config``).
+
+    Scheme and hosts (with their ports), a Kafka URL's topic, and a short
+    digest of everything else, so that two sinks stay apart. Why not more:
+    userinfo and query values carry passwords and keys, and so do paths
+    (a webhook's token is its path: ``/services/T000/B000/SECRET``).
+    A URL with no host (``log:``, ``file:/var/log/pixels.jsonl``) names
+    nothing secret and is shown as it is.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "url #" + hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    if not parts.netloc:
+        return url
+    hosts = parts.netloc.rpartition("@")[2]
+    topic = parts.path if parts.scheme == "kafka" else ""
+    shown = f"{parts.scheme}://{hosts}{topic}"
+    rest = "@" in parts.netloc or parts.query or parts.fragment or (parts.path not in ("", "/") and not topic)
+    if not rest:
+        return shown
+    return f"{shown} #{hashlib.sha256(url.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 

@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from .. import __version__
 from ..events import now
+from .base import url_label
 from .delivery import DeliveringSink, Item, as_bool, backoff_delay, split_options
 
 _log = logging.getLogger("pixel_middleware.http")
@@ -137,9 +138,7 @@ class HttpSink(DeliveringSink):
 
     @property
     def name(self) -> str:
-        # Host and path only: a URL's userinfo or query may hold credentials.
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+        return url_label(self.url)
 
     def __repr__(self) -> str:
         return f"<HttpSink {self.name}>"

@@ -72,10 +72,10 @@ def test_defaults() -> None:
     assert isinstance(state.collector.sink, LogSink)
     assert state.url_dialect.name == "compact" and state.prefix == ""
     assert state.settings == {
-        "sink": "log:",
+        "sink": None,  # the collector's default: a LogSink
         "write_keys": None,
         "write_key": None,
-        "url_dialect": "compact",
+        "url_dialect": state.url_dialect,
         "base_url": None,
         "dialects": None,
         "prefix": "",
@@ -93,6 +93,8 @@ def test_defaults() -> None:
         "privacy_signals": "anonymize",
         "dnt": False,
         "metrics": False,
+        "sender": None,
+        "after_response": False,
     }
     assert state.signing_key is None  # no SECRET_KEY either
     # With no PIXEL_WRITE_KEY and no PIXEL_WRITE_KEYS, any key is accepted.

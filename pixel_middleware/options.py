@@ -1,0 +1,495 @@
+"""Every option of every front door, defined once: the options table.
+
+Why one table: the collector, the WSGI middleware, the Flask extension and
+``serve`` (flags, environment, ``--print-config``) each used to read the same
+options with their own defaults and checks, and a blank value that one of
+them missed could switch a protection off without a word (an empty
+signing-key fallback let anyone sign URLs). Here each option is one
+:class:`Option` row: its Python keyword, kind, default, documentation,
+``PIXEL_*`` name (the Flask/Django config key and the environment variable
+alike), ``serve`` flag, and whether it is a secret. Every front door reads
+the table through :func:`resolve`, which checks every value the same way:
+
+- ``None`` is "not set": the option's default.
+- A value that would weaken or silently switch off a feature is a
+  :class:`ValueError` naming the option as the user wrote it (the keyword,
+  the config key, or ``--flag / PIXEL_*``), never a default: a blank or
+  whitespace-only signing key or fallback, a blank or unrecognised boolean
+  (only ``1/true/yes/on`` and ``0/false/no/off``, any case), a dedup window
+  that is not a finite number above 0 (the option's or a Redis URL's
+  ``window``), a number outside its bounds, an unknown choice, a blank value
+  where a value is needed.
+- Values that come as text (the environment, a config file) are parsed here
+  too, so ``PIXEL_DEDUP=3600`` and ``dedup=3600`` are one value.
+
+Compared with gunicorn's ``config.py``, which this follows (one ``Setting``
+registry behind the flags, the environment and the docs): the rows are data,
+not classes; the same row serves four front doors, not one; and a row's
+check runs on every value from every source, so no front door can skip it.
+Adding an option is one row here; ``python -m pixel_middleware.options``
+prints the README's option tables from the rows, and a test holds the
+README to them.
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+from datetime import timedelta
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = ["OPTIONS", "Option", "option", "resolve"]
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+#: Where a comma in a list of sinks starts the next sink (Kafka URLs hold commas of their own).
+_NEXT_SINK = re.compile(r",(?=\s*(?:log|file|memory|kafka|https?):)")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class Option(NamedTuple):
+    """One row of the table.
+
+    ``scope`` says which front doors read it: ``"pipeline"`` (the
+    :class:`~pixel_middleware.Collector` and every adapter over it),
+    ``"urls"`` (the URL-building template helpers of Flask and Django), or
+    ``"server"`` (``serve`` only). ``key`` is both the ``PIXEL_*`` config key
+    and the environment variable; ``None`` for an option only Python code can
+    give (a callable, the signals' sender). ``flag`` is ``serve``'s, if it has one.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    scope: str = "pipeline"
+    key: Optional[str] = None
+    flag: Optional[str] = None
+    secret: bool = False
+    choices: Tuple[str, ...] = ()
+    #: The smallest and largest number allowed (``None``: unbounded); ``above`` makes the low bound exclusive.
+    bounds: Tuple[Optional[float], Optional[float]] = (None, None)
+    above: bool = False
+    #: ``serve``'s default where it differs from the library's (metrics are on in a standalone collector).
+    serve_default: Any = None
+    #: How the default reads in the docs, where the value alone would not say it.
+    default_doc: Optional[str] = None
+
+    def check(self, value: Any, label: Optional[str] = None) -> Any:
+        """``value`` checked and in its canonical form, or a :class:`ValueError` naming ``label``.
+
+        ``None`` stays ``None`` (not set); text is parsed as the
+        environment gives it.
+        """
+        if value is None:
+            return None
+        try:
+            return _CHECKS[self.kind](self, value)
+        except _Invalid as problem:
+            raise ValueError(f"{label or self.name} {problem}") from None
+
+    @property
+    def env(self) -> Optional[str]:
+        return self.key
+
+
+class _Invalid(Exception):
+    """What is wrong with a value, to be prefixed with the option's label."""
+
+
+def _text(option: Option, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be text, not {type(value).__name__}")
+    if not value.strip():
+        raise _Invalid("is blank: give a value, or leave it unset for the default")
+    return value.strip()
+
+
+def _address(option: Option, value: Any) -> str:
+    # gunicorn binds an empty host to every interface: PIXEL_OPS_HOST= left blank by a
+    # template would publish /metrics, /readyz and the debug page to the world.
+    if isinstance(value, str) and not value.strip():
+        raise _Invalid("is blank: it must name an address (0.0.0.0: every interface)")
+    return _text(option, value)
+
+
+def _bool(option: Option, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        if not word:
+            raise _Invalid("is blank: give one of 1/true/yes/on or 0/false/no/off")
+    raise _Invalid("must be one of 1/true/yes/on or 0/false/no/off")
+
+
+def _number(option: Option, value: Any) -> float:
+    """A finite number within the option's bounds (``int`` for kind ``int``); a timedelta for ``seconds``."""
+    if isinstance(value, timedelta) and option.kind == "seconds":
+        value = value.total_seconds()
+    if isinstance(value, str):
+        text = _text(option, value)
+        try:
+            value = int(text) if option.kind == "int" else float(text)
+        except ValueError:
+            raise _Invalid(f"must be {'an integer' if option.kind == 'int' else 'a number'}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"must be {'an integer' if option.kind == 'int' else 'a number'}, not {type(value).__name__}")
+    if option.kind == "int" and not isinstance(value, int):
+        if not float(value).is_integer():
+            raise _Invalid("must be an integer")
+        value = int(value)
+    if not math.isfinite(value):
+        raise _Invalid("must be a finite number")
+    low, high = option.bounds
+    if (low is not None and (value <= low if option.above else value < low)) or (high is not None and value > high):
+        if high is not None:
+            wanted = f"from {low} to {high}"
+        else:
+            wanted = f"above {low}" if option.above else f"at least {low}"
+        raise _Invalid(f"must be {wanted}")
+    return value
+
+
+def _choice(option: Option, value: Any) -> str:
+    text = _text(option, value)
+    if text not in option.choices:
+        raise _Invalid(f"must be one of {', '.join(option.choices)}")  # not the value: it may be a secret misplaced
+    return text
+
+
+def _path(option: Option, value: Any) -> str:
+    """A mount prefix: empty, or a path starting with ``/`` (without its trailing ``/``)."""
+    if not isinstance(value, str):
+        raise _Invalid(f"must be text, not {type(value).__name__}")
+    prefix = value.strip().rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        raise _Invalid(f"must start with '/', not {prefix!r}")
+    return prefix
+
+
+def _base_url(option: Option, value: Any) -> str:
+    url = _text(option, value).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _Invalid("must be an absolute http(s) URL such as 'https://www.example.com'")
+    return url
+
+
+def _items(option: Option, value: Any) -> List[Any]:
+    """A list from a list, or from comma-separated text; no blank item (a blank key is no key)."""
+    if isinstance(value, (str, bytes)):
+        text = value.decode() if isinstance(value, bytes) else value
+        splitter = _NEXT_SINK.split if option.name == "sink" else (lambda t: t.split(","))
+        value = splitter(text)
+    try:
+        items = list(value)
+    except TypeError:
+        raise _Invalid(f"must be a list (or comma-separated text), not {type(value).__name__}") from None
+    for item in items:
+        if isinstance(item, (str, bytes)) and not item.strip():
+            raise _Invalid("holds a blank item (an unset variable in a list?): remove it")
+    return [item.strip() if isinstance(item, str) else item for item in items]
+
+
+def _list(option: Option, value: Any) -> List[Any]:
+    items = _items(option, value)
+    if not items:
+        raise _Invalid("is empty: give at least one, or leave it unset for the default")
+    return items
+
+
+def _hosts(option: Option, value: Any) -> List[str]:
+    return _items(option, value)  # an empty list allows no host, as leaving it unset does
+
+
+def _write_keys(option: Option, value: Any) -> Any:
+    if callable(value) and not isinstance(value, str):
+        return value
+    keys = _items(option, value)
+    if not keys:
+        raise _Invalid("is empty, so no request would be accepted: leave it unset to accept any key")
+    return keys
+
+
+def _secret(option: Option, value: Any) -> Any:
+    """A signing key: text or bytes with something in it. ``False`` turns signing off, as ``None`` does."""
+    if value is False:
+        return None
+    if not isinstance(value, (str, bytes)):
+        raise _Invalid(f"must be text or bytes, not {type(value).__name__}")
+    if not value.strip():
+        # Not "no signing": anyone could sign with the empty key (an unset variable gives one).
+        raise _Invalid("is blank: an empty key is a key anyone can sign with; unset it to turn signing off")
+    return value
+
+
+def _secrets(option: Option, value: Any) -> List[Any]:
+    if isinstance(value, bytes):
+        value = [value]
+    keys = _items(option, value)
+    for key in keys:
+        _secret(option, key)
+    return keys
+
+
+def _dedup(option: Option, value: Any) -> Any:
+    """Seconds (in memory) or a Redis URL whose ``window`` is checked as the seconds are."""
+    window = option._replace(kind="seconds", bounds=(0, None), above=True)
+    if isinstance(value, str) and value.strip().startswith(_REDIS_SCHEMES):
+        url = value.strip()
+        given = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True)).get("window")
+        if given is not None:
+            try:
+                _number(window, given)
+            except _Invalid as problem:
+                raise _Invalid(f"(the Redis URL's window) {problem}") from None
+        return url
+    try:
+        return _number(window, value)
+    except _Invalid as problem:
+        raise _Invalid(f"must be a window in seconds or a redis:// URL: it {problem}") from None
+
+
+def _dialect(option: Option, value: Any) -> Any:
+    from .dialects import get_dialect
+
+    try:
+        return get_dialect(_text(option, value) if isinstance(value, str) else value)
+    except ValueError as error:
+        raise _Invalid(f"names {error}") from None
+
+
+def _dialects(option: Option, value: Any) -> List[Any]:
+    from .dialects import Dialect, get_dialect
+
+    if isinstance(value, Dialect):
+        value = [value]
+    try:
+        return [get_dialect(item) for item in _list(option, value)]
+    except ValueError as error:
+        raise _Invalid(f"names {error}") from None
+
+
+def _sink(option: Option, value: Any) -> Any:
+    if isinstance(value, (str, list, tuple)):
+        return _list(option, value)
+    return value  # a sink object, ours to trust
+
+
+def _anything(option: Option, value: Any) -> Any:
+    return value
+
+
+def _callable(option: Option, value: Any) -> Any:
+    if not callable(value):
+        raise _Invalid(f"must be a function, not {type(value).__name__}")
+    return value
+
+
+def _traits(option: Option, value: Any) -> Any:
+    return value if callable(value) else _list(option, value)
+
+
+_CHECKS: Dict[str, Callable[[Option, Any], Any]] = {
+    "text": _text, "address": _address, "bool": _bool, "int": _number, "float": _number, "seconds": _number,
+    "choice": _choice, "path": _path, "base_url": _base_url, "list": _list, "hosts": _hosts,
+    "write_keys": _write_keys, "secret": _secret, "secrets": _secrets, "dedup": _dedup, "dialect": _dialect,
+    "dialects": _dialects, "sink": _sink, "object": _anything, "callable": _callable, "traits": _traits,
+}
+
+_O = Option
+#: Every option, in the order the docs list them.
+OPTIONS: Tuple[Option, ...] = (
+    # -- the pipeline: the Collector and every front door over it
+    _O("sink", "sink", None, "a sink object, a sink URL (`log:`, `file:PATH`, `memory:`, `kafka://host:9092/topic`, "
+       "`http(s)://...`) or a list of either (fan-out)", key="PIXEL_SINK", flag="--sink", default_doc='`"log:"`'),
+    _O("write_keys", "write_keys", None, "write keys the routes accept: a list, comma-separated text, or a function "
+       "`key -> bool`; unset accepts any key (a request must still carry one); an empty list is an error",
+       key="PIXEL_WRITE_KEYS", flag="--write-key", secret=True),
+    _O("dialects", "dialects", None, "the dialects whose routes answer, by name (or `Dialect` objects)",
+       key="PIXEL_DIALECTS", flag="--dialect", default_doc="all"),
+    _O("prefix", "path", "", "mount the vendor routes under this path (`/t` gives `/t/v1/pixel/track`)",
+       key="PIXEL_PREFIX", flag="--prefix"),
+    _O("signing_key", "secret", None, "verify a URL's `sig` with this key (and sign built URLs); a blank key is an "
+       "error, never \"no signing\"", key="PIXEL_SIGNING_KEY", flag="--signing-key", secret=True),
+    _O("signing_key_fallbacks", "secrets", None, "older keys still accepted (rotation); a blank one is an error",
+       key="PIXEL_SIGNING_KEY_FALLBACKS", flag="--signing-key-fallback", secret=True),
+    _O("require_signature", "bool", False, "reject unsigned pixel and click URLs (`missing_signature`); needs a "
+       "signing key", key="PIXEL_REQUIRE_SIGNATURE", flag="--require-signature"),
+    _O("signature_max_age", "seconds", None, "reject URLs signed longer ago than this many seconds "
+       "(`signature_expired`)", key="PIXEL_SIGNATURE_MAX_AGE", flag="--signature-max-age", bounds=(0, None),
+       above=True),
+    _O("click_allowed_hosts", "hosts", None, "hosts `/v1/click` redirects to without a valid signature "
+       "(`*.example.com` for its subdomains)", key="PIXEL_CLICK_ALLOWED_HOSTS", flag="--click-allowed-host"),
+    _O("machine_events", "choice", "keep", "`keep` records fetches by machines (Apple MPP, bots, prefetch, link "
+       "scanners) flagged `context.pixel.machine`; `drop` rejects them (`machine`)", key="PIXEL_MACHINE_EVENTS",
+       flag="--machine-events", choices=("keep", "drop")),
+    _O("dedup", "dedup", None, "one event per message: a window in seconds (in memory, per process) or a "
+       "`redis://host:port/db?window=SECONDS` URL (shared)", key="PIXEL_DEDUP", flag="--dedup"),
+    _O("ip", "choice", "full", "keep the client address, `anonymize` it or `drop` it", key="PIXEL_IP", flag="--ip",
+       choices=("full", "anonymize", "drop")),
+    _O("privacy_signals", "choice", "anonymize", "what a request with `Sec-GPC: 1` gets: `anonymize`, `drop` "
+       "(`opted_out`) or `ignore`", key="PIXEL_PRIVACY_SIGNALS", flag="--privacy-signals",
+       choices=("anonymize", "drop", "ignore")),
+    _O("dnt", "bool", False, "treat `DNT: 1` like `Sec-GPC: 1`", key="PIXEL_DNT", flag="--dnt"),
+    _O("metrics", "bool", False, "count events, rejections and sink health for Prometheus (the `metrics` extra)",
+       key="PIXEL_METRICS", flag="--metrics", serve_default=True),
+    _O("sender", "object", None, "the signals' sender (the middleware, the Flask app)", default_doc="the front door"),
+    _O("after_response", "bool", False, "record each event once its GIF is written, as the server closes the "
+       "response (`serve` does)"),
+    # -- building URLs: the template helpers of Flask and Django
+    _O("write_key", "text", None, "the write key put in every URL the helpers build; they raise without it",
+       scope="urls", key="PIXEL_WRITE_KEY", secret=True),
+    _O("url_dialect", "dialect", "compact", "the dialect of built URLs; must be among the enabled dialects",
+       scope="urls", key="PIXEL_URL_DIALECT"),
+    _O("base_url", "base_url", None, "the app's external root URL (`https://www.example.com`) for every built URL, "
+       "inside a request too", scope="urls", key="PIXEL_BASE_URL",
+       default_doc="the request's root, else `SERVER_NAME`"),
+    _O("cache_buster", "bool", True, "add a random `cb` parameter to each built URL (`RANDOM` in `amp_pixel`)",
+       scope="urls", key="PIXEL_CACHE_BUSTER"),
+    _O("user_resolver", "callable", None, "a function `user -> id or None` replacing the built-in `user` rules",
+       scope="urls", key="PIXEL_USER_RESOLVER"),
+    _O("user_traits", "traits", None, "attribute or key names (a list or comma-separated text) copied from `user` "
+       "into traits, or a function `user -> dict`", scope="urls", key="PIXEL_USER_TRAITS", default_doc="none"),
+    # -- the standalone server
+    _O("host", "address", "127.0.0.1", "address of the public pixel listener", scope="server", key="PIXEL_HOST",
+       flag="--host"),
+    _O("port", "int", 8000, "port of the public pixel listener", scope="server", key="PIXEL_PORT", flag="--port",
+       bounds=(1, 65535)),
+    _O("workers", "int", None, "worker processes", scope="server", key="PIXEL_WORKERS", flag="--workers",
+       bounds=(1, None), default_doc="2 x cores"),
+    _O("threads", "int", 1, "threads per worker (more than 1: gthread workers)", scope="server",
+       key="PIXEL_THREADS", flag="--threads", bounds=(1, None)),
+    _O("ops_host", "address", "127.0.0.1", "address of the ops listener (`/healthz`, `/readyz`, `/metrics`)",
+       scope="server", key="PIXEL_OPS_HOST", flag="--ops-host"),
+    _O("ops_port", "int", None, "port of the ops listener", scope="server", key="PIXEL_OPS_PORT",
+       flag="--ops-port", bounds=(1, 65535), default_doc="none"),
+    _O("ready_grace", "float", 30.0, "seconds a sink may fail before `/readyz` answers 503", scope="server",
+       key="PIXEL_READY_GRACE", flag="--ready-grace", bounds=(0, None)),
+    _O("debug_page", "bool", False, "serve the debug page (last events, decode a URL) at `/` of the ops port",
+       scope="server", key="PIXEL_DEBUG_PAGE", flag="--debug-page"),
+    _O("proxies", "int", 0, "trust `X-Forwarded-For`/`-Proto`/`-Host` from this many proxies in front "
+       "(werkzeug's ProxyFix)", scope="server", key="PIXEL_PROXIES", flag="--proxies", bounds=(0, None)),
+    _O("shutdown_timeout", "float", 10.0, "seconds a stopping worker may spend delivering before it spools the rest",
+       scope="server", key="PIXEL_SHUTDOWN_TIMEOUT", flag="--shutdown-timeout", bounds=(0, None)),
+)
+del _O
+
+_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def option(name: str) -> Option:
+    """The row of ``name``."""
+    return _BY_NAME[name]
+
+
+def names(*scopes: str) -> List[str]:
+    """The options of ``scopes``, in table order."""
+    return [o.name for o in OPTIONS if o.scope in scopes]
+
+
+def python_label(o: Option) -> str:
+    return o.name
+
+
+def config_label(o: Option) -> str:
+    return o.key or o.name
+
+
+def serve_label(o: Option) -> str:
+    return f"{o.flag} / {o.key}" if o.flag else (o.key or o.name)
+
+
+def resolve(
+    given: Mapping[str, Any],
+    scopes: Iterable[str] = ("pipeline",),
+    *,
+    label: Callable[[Option], str] = python_label,
+    defaults: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Every option of ``scopes``, from ``given`` (unset: the default), each checked, then checked together.
+
+    ``given`` maps option names to values as the front door read them;
+    ``label`` names an option in errors as that front door's user wrote it.
+    ``defaults`` replaces a row's default (``serve``'s metrics). An unknown
+    name is a :class:`TypeError`, as an unknown keyword argument is.
+    """
+    scopes = tuple(scopes)
+    wanted = names(*scopes)
+    unknown = sorted(set(given) - set(wanted))
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(wanted)}")
+    settings: Dict[str, Any] = {}
+    for name in wanted:
+        row = _BY_NAME[name]
+        value = row.check(given.get(name), label(row))
+        if value is None:  # the default, in the same canonical form (a dialect's name becomes the dialect)
+            value = row.check((defaults or {}).get(name, row.default))
+        settings[name] = value
+    _together(settings, label)
+    return settings
+
+
+def _together(settings: Mapping[str, Any], label: Callable[[Option], str]) -> None:
+    """What no single value shows: options that contradict each other."""
+    if settings.get("require_signature") and not settings.get("signing_key"):
+        raise ValueError(f"{label(_BY_NAME['require_signature'])} needs {label(_BY_NAME['signing_key'])} "
+                         "to check signatures with")
+    if "write_key" in settings:
+        key, keys = settings["write_key"], settings["write_keys"]
+        if key and keys is not None and not callable(keys) and key not in keys:
+            raise ValueError(f"{label(_BY_NAME['write_key'])} is not among {label(_BY_NAME['write_keys'])}: "
+                             "every URL the app builds would be rejected")
+    if "debug_page" in settings and settings["debug_page"] and not settings["ops_port"]:
+        raise ValueError(f"{label(_BY_NAME['debug_page'])} is served on the ops port: set "
+                         f"{label(_BY_NAME['ops_port'])}")
+    if settings.get("ops_port") and settings.get("ops_port") == settings.get("port"):
+        raise ValueError(f"{label(_BY_NAME['ops_port'])} must differ from {label(_BY_NAME['port'])}")
+
+
+def docstring(*scopes: str) -> str:
+    """The ``:param:`` lines of ``scopes``' options, for the docstrings of the classes that take them."""
+    lines = []
+    for o in OPTIONS:
+        if o.scope in scopes:
+            default = o.default_doc or f"``{o.default!r}``"
+            text = re.sub(r"`([^`]+)`", r"``\1``", o.doc)
+            lines.append(f"    :param {o.name}: {text} (default {default}{f'; ``{o.key}``' if o.key else ''}).")
+    return "\n".join(lines)
+
+
+def _default_text(o: Option, serve: bool = False) -> str:
+    if o.default_doc:
+        return o.default_doc
+    value = o.serve_default if serve and o.serve_default is not None else o.default
+    if value is None:
+        return "unset"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return f"`{value!r}`"
+
+
+def markdown(table: str) -> str:
+    """One of the README's option tables: ``"config"`` (Flask and Django keys) or ``"serve"`` (flags and environment)."""
+    if table == "config":
+        rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+        rows += [f"| `{o.key}` | {_default_text(o)} | {o.doc}{' (a secret: never shown)' if o.secret else ''}. |"
+                 for o in OPTIONS if o.key and o.scope in ("pipeline", "urls")]
+    elif table == "serve":
+        rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
+        rows += [f"| `{o.flag}` | `{o.key}` | {_default_text(o, serve=True)} | {o.doc}. |"
+                 for o in OPTIONS if o.flag]
+    else:
+        raise ValueError(f"no table {table!r}: 'config' or 'serve'")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m pixel_middleware.options [config|serve]
+    for which in sys.argv[1:] or ["config", "serve"]:
+        print(markdown(which), end="\n\n")
