@@ -17,8 +17,17 @@ the public pixel port:
 ``GET /`` (``--debug-page`` only)
     The last 100 events and rejections across workers, newest first,
     refreshing every two seconds, IPs anonymised, and a box to paste a pixel
-    URL into and see what it decodes to (:func:`~pixel_middleware.explain.explain`).
-    Events hold personal data: keep the ops port on the cluster's network.
+    URL into and see what it decodes to (:func:`~pixel_middleware.explain.explain`),
+    which is sent to ``POST /explain`` (a pasted URL carries its write key,
+    which a GET would put in the address bar and in logs; other methods get
+    405 with ``Allow: POST``). Events hold personal data: keep the ops port
+    on the cluster's network.
+
+Every path answers only a ``Host`` that is an IP address, ``localhost`` or
+one of ``--ops-allowed-host`` (403 otherwise): probes and scrapers address a pod by its IP, an SSH tunnel
+or ``kubectl port-forward`` sends ``localhost``, and a web page that points
+its own domain at the collector (DNS rebinding) sends that domain, so it
+can read neither the debug page nor ``/metrics`` and ``/readyz``.
 
 Workers share what they know through a directory: each runs a
 :class:`StatusReporter` thread writing ``<pid>.json`` every second (its
@@ -38,11 +47,12 @@ import tempfile
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request, Response
 
+from .clicks import HostList
 from .events import DecodeError, epoch_ms
 from .privacy import anonymize_ip
 from .signals import event_received, event_rejected
@@ -262,17 +272,28 @@ def ops_app(
     debug_page: bool = False,
     metrics_app: Optional[Callable] = None,
     explain: Optional[Callable[[str], Tuple[Optional[Dict[str, Any]], Optional[str]]]] = None,
+    allowed_hosts: Iterable[str] = (),
 ) -> Callable:
-    """The ops WSGI app over the status files in ``status_dir`` (see the module's docstring)."""
+    """The ops WSGI app over the status files in ``status_dir`` (see the module's docstring).
+
+    ``allowed_hosts``: names answered besides IP addresses and ``localhost``
+    (a scraper that uses the service's DNS name; ``*.svc.cluster.local`` for
+    any under it).
+    """
+    names = HostList(allowed_hosts)
 
     @Request.application  # type: ignore[arg-type]
     def app(request: Request) -> Any:
         path = request.path
-        if debug_page and path in ("/", "/explain") and not _local_name(request.host):
-            return Response("the debug page answers an IP address or localhost only\n", status=403, mimetype="text/plain")
-        if debug_page and path == "/explain" and explain is not None and request.method in ("GET", "POST"):
+        # Every path: /metrics and /readyz name sinks and counts, and a web page the operator
+        # visits could read them as it could the debug page (DNS rebinding).
+        if not _local_name(request.host) and _host_name(request.host) not in names:
+            return Response("the ops port answers an IP address or localhost only\n", status=403, mimetype="text/plain")
+        if debug_page and path == "/explain" and explain is not None:
+            if request.method != "POST":
+                return Response("method not allowed\n", status=405, headers={"Allow": "POST"})
             request.max_content_length = 128 * 1024
-            return _explain_page(request.values.get("url", ""), explain)
+            return _explain_page(request.form.get("url", ""), explain)
         if request.method not in ("GET", "HEAD"):
             return Response("method not allowed\n", status=405, headers={"Allow": "GET, HEAD"})
         if path == "/healthz":
@@ -289,6 +310,13 @@ def ops_app(
     return app
 
 
+def _host_name(host: str) -> Optional[str]:
+    try:
+        return urlsplit(f"//{host}").hostname
+    except ValueError:
+        return None
+
+
 def _local_name(host: str) -> bool:
     """Whether a ``Host`` header names this server by address or as ``localhost``.
 
@@ -298,10 +326,7 @@ def _local_name(host: str) -> bool:
     then sends that domain, never an address or ``localhost``, as the host.
     An SSH tunnel or ``kubectl port-forward`` sends ``localhost``.
     """
-    try:
-        name = urlsplit(f"//{host}").hostname or ""
-    except ValueError:
-        return False
+    name = _host_name(host) or ""
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:

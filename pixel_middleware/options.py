@@ -370,6 +370,9 @@ OPTIONS: Tuple[Option, ...] = (
        scope="server", key="PIXEL_OPS_HOST", flag="--ops-host"),
     _O("ops_port", "int", None, "port of the ops listener", scope="server", key="PIXEL_OPS_PORT",
        flag="--ops-port", bounds=(1, 65535), default_doc="none"),
+    _O("ops_allowed_hosts", "hosts", None, "host names the ops port answers besides IP addresses and `localhost` "
+       "(a scraper using a service name; `*.svc.cluster.local` for any under it)", scope="server",
+       key="PIXEL_OPS_ALLOWED_HOSTS", flag="--ops-allowed-host"),
     _O("ready_grace", "float", 30.0, "seconds a sink may fail before `/readyz` answers 503", scope="server",
        key="PIXEL_READY_GRACE", flag="--ready-grace", bounds=(0, None)),
     _O("debug_page", "bool", False, "serve the debug page (last events, decode a URL) at `/` of the ops port",

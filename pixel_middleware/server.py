@@ -192,7 +192,7 @@ class _Collecting:
                 metrics_app = make_metrics_app()
             self.ops = ops.ops_app(status_dir, ready_grace=settings["ready_grace"],
                                    debug_page=bool(settings.get("debug_page")), metrics_app=metrics_app,
-                                   explain=_explainer(settings))
+                                   explain=_explainer(settings), allowed_hosts=settings.get("ops_allowed_hosts") or ())
 
     def start(self) -> None:
         """Start what runs beside the requests in this process (after the fork)."""

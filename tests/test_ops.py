@@ -38,9 +38,9 @@ def test_explain_announces_no_accepted_event_to_receivers_of_any_sender() -> Non
 
 
 def test_explain_uses_the_collectors_own_settings_but_never_dedup() -> None:
-    from pixel_middleware.server import OPTIONS, _explainer
+    from pixel_middleware.server import SERVE_OPTIONS, _explainer
 
-    settings = {o.name: o.default for o in OPTIONS}
+    settings = {o.name: o.default for o in SERVE_OPTIONS}
     settings.update(signing_key="sign-key", require_signature=True, dedup="60", write_keys=["k"])
     unsigned = build_pixel_url("http://x", "Opened", user_id="u", write_key="k", message_id="m1")
     assert _explainer(settings)(unsigned) == (None, "missing_signature: unsigned URLs are not accepted")
@@ -103,8 +103,23 @@ def test_debug_page_answers_only_an_address_or_localhost(tmp_path: Any) -> None:
         assert answer.status_code == 403 and "<table" not in answer.get_data(as_text=True), host
         assert client.post("/explain", data={"url": "http://x/v1/pixel/track?wk=k&e=E&uid=u"},
                            headers={"Host": host}).status_code == 403, host
-    # Health and metrics stay open to any name: probes and scrapers use service names.
-    assert client.get("/healthz", headers={"Host": "rebind.example"}).status_code == 200
+    # Every ops path: /metrics and /readyz name sinks and counts a rebinding page could read too.
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(path, headers={"Host": "rebind.example"}).status_code == 403, path
+    assert client.get("/healthz", headers={"Host": "10.0.0.7:9100"}).status_code == 200  # a probe's pod IP
+    # A scraper that uses the service's name is let in by name (--ops-allowed-host), and no other name.
+    named = Client(ops_app(str(tmp_path), allowed_hosts=["*.svc.cluster.local", "collector"]))
+    for host, status in (("pixels.ns.svc.cluster.local:9100", 200), ("collector", 200), ("rebind.example", 403)):
+        assert named.get("/healthz", headers={"Host": host}).status_code == status, host
+
+
+def test_explain_answers_post_only(tmp_path: Any) -> None:
+    client = Client(ops_app(str(tmp_path), debug_page=True, explain=lambda url: explain(url)))
+    url = "http://x/v1/pixel/track?wk=k&e=E&uid=u"
+    for method in ("GET", "HEAD", "PUT", "DELETE"):
+        answer = client.open("/explain", method=method, query_string={"url": url})
+        assert answer.status_code == 405 and answer.headers["Allow"] == "POST", method
+    assert client.post("/explain", data={"url": url}).status_code == 200
 
 
 def test_debug_page_orders_events_by_arrival_when_closes_come_in_another_order(tmp_path: Any) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import html
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Tuple
@@ -342,10 +344,19 @@ def test_debug_page_in_chromium_shows_the_latest_events_across_workers(
         colours = image.convert("L").getcolors(maxcolors=1 << 16)
         assert colours is None or len(colours) > 10, "a blank screenshot"
 
-    url = urllib.request.quote(f"http://127.0.0.1:{port}/v1/pixel/track?wk={WRITE_KEY}&e=Pasted&uid=u7", safe="")
-    explained = subprocess.run([chromium, *CHROMIUM_FLAGS, profile, "--dump-dom", f"{ops}/explain?url={url}"],
+    # The box posts (a GET would put the pasted URL, write key and all, in the address bar and logs):
+    # a page that submits the same form as a person would.
+    pasted = html.escape(f"http://127.0.0.1:{port}/v1/pixel/track?wk={WRITE_KEY}&e=Pasted&uid=u7")
+    form = tmp_path / "paste.html"
+    form.write_text(f'<form method="post" action="{ops}/explain"><input name="url" value="{pasted}"></form>'
+                    "<script>document.forms[0].submit()</script>")
+    explained = subprocess.run([chromium, *CHROMIUM_FLAGS, profile, "--dump-dom", form.as_uri()],
                                capture_output=True, text=True, timeout=90).stdout
-    assert "accepted" in explained and "&quot;Pasted&quot;" in explained.replace('"', "&quot;")
+    assert "accepted" in explained and "&quot;Pasted&quot;" in explained.replace('"', "&quot;"), explained
     assert WRITE_KEY not in explained
-    status, body = get(f"{ops}/explain?url=" + urllib.request.quote("http://x/v1/pixel/track?wk=nope&e=P&uid=u", safe=""))
-    assert status == 200 and b"invalid_write_key" in body
+    wrong = "http://x/v1/pixel/track?wk=nope&e=P&uid=u"
+    status, _ = get(f"{ops}/explain?url=" + urllib.request.quote(wrong, safe=""))
+    assert status == 405  # never by GET
+    posted = urllib.request.Request(f"{ops}/explain", data=urllib.parse.urlencode({"url": wrong}).encode())
+    with urllib.request.urlopen(posted, timeout=10) as answer:
+        assert answer.status == 200 and b"invalid_write_key" in answer.read()
