@@ -29,10 +29,19 @@ Sink labels are names without credentials (:attr:`Sink.name`).
 
 Across processes: with ``PROMETHEUS_MULTIPROC_DIR`` set (``serve`` sets a
 fresh one per start) prometheus_client's multiprocess mode adds up what
-every worker wrote; call :func:`mark_process_dead` from gunicorn's
-``child_exit`` hook. Queue depth is summed over live workers; spool size
-and age take the largest figure of a live worker, since workers writing to
-one spool directory each see all of it.
+every worker wrote; call :func:`mark_process_dead` from the server's hook
+for a worker that ended (gunicorn's ``child_exit``). Queue depth is summed
+over live workers; spool size and age take the largest figure of a live
+worker, since workers writing to one spool directory each see all of it.
+
+prometheus_client keeps one file per process and type, so a collector whose
+workers are restarted (a crash, ``--max-requests``, a deploy's HUP) would
+collect files without end, and every scrape would read them all.
+:func:`mark_process_dead` folds a dead worker's counters into one
+``*_archive.db`` file per type and removes the worker's, under a lock that
+:func:`metrics_app` holds while it reads, so that no scrape sees a count
+twice or not at all: counters stay monotonic, and the directory holds the
+live workers' files and one archive.
 
 Cost: the request path only adds one to a count in a table of its own
 thread, which no other thread writes, so it takes no lock; a thread per
@@ -45,11 +54,13 @@ shared table cost about 1 us more per request than the tables do.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import threading
 import weakref
 from collections import Counter
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 _INTERVAL = 1.0
 _instruments: Optional[Dict[str, Any]] = None
@@ -225,12 +236,43 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def mark_process_dead(pid: int) -> None:
-    """For gunicorn's ``child_exit`` hook: drop a dead worker's live gauges (its counters stay counted)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+#: The file types whose values add up across processes, and so can be folded into one.
+_ADDITIVE = ("counter", "histogram", "summary")
 
-        multiprocess.mark_process_dead(pid)
+
+@contextlib.contextmanager
+def _directory_lock(path: str, exclusive: bool) -> Iterator[None]:
+    """A lock on the multiprocess directory, shared by readers, exclusive for folding a dead worker in."""
+    with open(os.path.join(path, ".lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def mark_process_dead(pid: int) -> None:
+    """A worker ended: drop its live gauges and fold its counters into the archive (see the module's docstring)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
+
+    with _directory_lock(path, exclusive=True):
+        multiprocess.mark_process_dead(pid, path)
+        for kind in _ADDITIVE:
+            dead = os.path.join(path, f"{kind}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            archive = MmapedDict(os.path.join(path, f"{kind}_archive.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                    total, _ = archive.read_value(key)
+                    archive.write_value(key, total + value, timestamp)
+            finally:
+                archive.close()
+            os.unlink(dead)
 
 
 def metrics_app() -> Callable:
@@ -245,13 +287,14 @@ def metrics_app() -> Callable:
     def app(environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         for metrics in list(_live):
             metrics.flush()
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            from prometheus_client import multiprocess
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not path:
+            return p.make_wsgi_app(p.REGISTRY)(environ, start_response)
+        from prometheus_client import multiprocess
 
-            registry = p.CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-        else:
-            registry = p.REGISTRY
-        return p.make_wsgi_app(registry)(environ, start_response)
+        registry = p.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path)
+        with _directory_lock(path, exclusive=False):  # the whole answer is made in this call
+            return p.make_wsgi_app(registry)(environ, start_response)
 
     return app
