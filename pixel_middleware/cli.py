@@ -43,6 +43,13 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _options(args: argparse.Namespace) -> int:
+    from .options import markdown
+
+    print("\n\n".join(markdown(table) for table in args.table or ["config", "serve"]))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from . import server  # imports this module: kept out of its import time
 
@@ -73,6 +80,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     decode.add_argument("--dialect", action="append", help="dialect to answer, repeatable (default: all)")
     decode.add_argument("--prefix", default="", help="the pixel routes' mount prefix")
     decode.set_defaults(run=_decode)
+
+    options = commands.add_parser("options", help="print the options table (Markdown), as the README shows it")
+    options.add_argument("table", nargs="*", choices=["config", "serve"], help="config keys, or serve's flags")
+    options.set_defaults(run=_options)
 
     args = parser.parse_args(argv)
     return args.run(args)

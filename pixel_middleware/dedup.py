@@ -23,7 +23,7 @@ What the in-memory window guarantees: one event per key per window among
 the last :data:`MEMORY_SIZE` distinct keys this process saw. A client that
 sends more distinct ids than that (each costs it one request) pushes the
 oldest keys out, and their repeats pass again; the memory stays bounded
-(measured in ``benchmarks/bench_core.py``). Where duplicates must stay out
+(measured in ``benchmarks/bench_dedup.py``). Where duplicates must stay out
 whatever clients send, or across workers and hosts, use Redis.
 
 Redis is never allowed to make a request slow or lose an event: every call
@@ -46,7 +46,7 @@ from .events import DecodeError, Event
 
 _log = logging.getLogger("pixel_middleware")
 
-#: Keys the in-memory deduplicator remembers (about 150 bytes each).
+#: Keys the in-memory deduplicator remembers (about 230 bytes each: benchmarks/bench_dedup.py).
 MEMORY_SIZE = 100_000
 #: Seconds each Redis call may take.
 REDIS_TIMEOUT = 0.05

@@ -26,15 +26,13 @@ Compared with gunicorn's ``config.py``, which this follows (one ``Setting``
 registry behind the flags, the environment and the docs): the rows are data,
 not classes; the same row serves four front doors, not one; and a row's
 check runs on every value from every source, so no front door can skip it.
-Adding an option is one row here; ``python -m pixel_middleware.options``
-prints the README's option tables from the rows, and a test holds the
-README to them.
+Adding an option is one row here; ``pixel-middleware options`` prints the
+README's option tables from the rows, and a test holds the README to them.
 """
 from __future__ import annotations
 
 import math
 import re
-import sys
 from datetime import timedelta
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
@@ -185,6 +183,8 @@ def _items(option: Option, value: Any) -> List[Any]:
     """A list from a list, or from comma-separated text; no blank item (a blank key is no key)."""
     if isinstance(value, (str, bytes)):
         text = value.decode() if isinstance(value, bytes) else value
+        if not text.strip():
+            raise _Invalid("is blank: give a value, or leave it unset for the default")
         splitter = _NEXT_SINK.split if option.name == "sink" else (lambda t: t.split(","))
         value = splitter(text)
     try:
@@ -491,8 +491,3 @@ def markdown(table: str) -> str:
     else:
         raise ValueError(f"no table {table!r}: 'config' or 'serve'")
     return "\n".join(rows)
-
-
-if __name__ == "__main__":  # python -m pixel_middleware.options [config|serve]
-    for which in sys.argv[1:] or ["config", "serve"]:
-        print(markdown(which), end="\n\n")

@@ -19,6 +19,7 @@ from .dialects.base import Pairs
 from .clicks import CLICK_EVENT, target_host
 from .events import MAX_QUERY_BYTES, Event, parse_timestamp
 from .signing import Key, signed_query
+from .options import option
 
 #: Longest URL that email clients and browsers are known to keep intact.
 URL_WARN_LENGTH = 2000
@@ -127,6 +128,8 @@ def build_click_url(
 
 
 def _finish(base_url: str, path: str, pairs: Pairs, cache_buster: Union[bool, str], signing_key: Optional[Key]) -> str:
+    # A blank key is an error, not "unsigned": the routes refuse it too (see pixel_middleware.options).
+    signing_key = option("signing_key").check(signing_key)
     query = signed_query(signing_key, path, pairs) if signing_key else urlencode(pairs)
     if cache_buster:
         cb = urlencode([("cb", cache_buster if isinstance(cache_buster, str) else secrets.token_hex(4))])

@@ -179,3 +179,33 @@ def test_while_redis_is_out_it_is_left_alone(redis_server, sink):
         fire(client, OPEN + "&mid=m1")
     assert len(calls) == 1, "a hung Redis was asked again within RETRY_AFTER"
     assert len(sink.events) == 20 and middleware.rejections == {"dedup_unavailable": 1}
+
+
+@pytest.mark.parametrize("order", ["signed-first", "unsigned-first"])
+def test_an_unsigned_copy_of_a_message_id_never_spends_the_signed_event(sink, order):
+    """Anyone can send an unsigned request with a signed URL's messageId: each counts among its own kind."""
+    key = "dedup-signing-key"
+    middleware = PixelMiddleware(None, sink=sink, dedup=3600, signing_key=key)
+    client = Client(middleware)
+    signed = build_pixel_url("http://x", "Email Opened", user_id="u1", write_key="k", message_id="m-signed",
+                             signing_key=key, cache_buster=False)
+    unsigned = "/v1/pixel/track?wk=k&e=Email+Opened&uid=attacker&mid=m-signed"
+    pair = [signed.partition("http://x")[2], unsigned]
+    for path in (pair if order == "signed-first" else pair[::-1]):
+        fire(client, path)
+    assert sorted(e["context"]["pixel"]["signed"] for e in sink.events) == [False, True]
+    assert middleware.rejections == {}
+    # Each kind still deduplicates itself: a repeat of either is a duplicate.
+    for path in pair:
+        fire(client, path)
+    assert len(sink.events) == 2 and middleware.rejections == {"duplicate": 2}
+
+
+def test_signed_and_unsigned_are_kept_apart_in_redis_too(sink, redis_server):
+    key = "dedup-signing-key"
+    middleware = PixelMiddleware(None, sink=sink, dedup=redis_server.url, signing_key=key)
+    client = Client(middleware)
+    fire(client, "/v1/pixel/track?wk=k&e=Opened&uid=u1&mid=m-r")
+    signed = build_pixel_url("http://x", "Opened", user_id="u1", write_key="k", message_id="m-r", signing_key=key)
+    fire(client, signed.partition("http://x")[2])
+    assert [e["context"]["pixel"]["signed"] for e in sink.events] == [False, True]

@@ -387,3 +387,34 @@ def test_debug_page_in_chromium_shows_the_latest_events_across_workers(
     posted = urllib.request.Request(f"{ops}/explain", data=urllib.parse.urlencode({"url": wrong}).encode())
     with urllib.request.urlopen(posted, timeout=10) as answer:
         assert answer.status == 200 and b"invalid_write_key" in answer.read()
+
+
+def test_a_webhook_sinks_token_is_never_shown_in_readyz_metrics_logs_or_print_config(start: Any, tmp_path: Path) -> None:
+    """Webhook endpoints put their token in the path: a sink's name shows scheme, host, port and a digest."""
+    port, ops_port, dead = free_port(), free_port(), free_port()  # nothing listens on ``dead``: deliveries fail
+    sink = f"http://bob:pw-secret-1@127.0.0.1:{dead}/services/T000/B000/PATH-SECRET-1?token=q-secret-1#gzip=1"
+    env = {"PIXEL_SINK": sink, "PIXEL_WRITE_KEYS": WRITE_KEY, "TMPDIR": str(tmp_path)}
+    shown = print_config(**env)
+    assert shown.returncode == 0, shown.stderr
+    process = start(["-m", "pixel_middleware", "serve", "--workers", "1", "--port", str(port), "--ops-port",
+                     str(ops_port), "--ready-grace", "0"], port, env={**env, "PIXEL_SINK": sink})
+    ops = f"http://127.0.0.1:{ops_port}"
+    for i in range(5):
+        assert pixel(port, "Opened", f"w{i}") == 200
+    assert wait_until(lambda: get(ops + "/readyz")[0] == 503, 30), get(ops + "/readyz")
+    ready = json.loads(get(ops + "/readyz")[1])
+    label = ready["sinks"][0]["sink"]
+    assert re.fullmatch(rf"http://127\.0\.0\.1:{dead} #[0-9a-f]{{8}}", label), label
+    assert wait_until(lambda: label.encode() in get(ops + "/metrics")[1], 15)
+    process.stop()
+    seen = "\n".join([shown.stdout, shown.stderr, json.dumps(ready), get_text_safely(ops), process.output()])
+    assert label in shown.stdout and f"127.0.0.1:{dead}" in process.output()  # the sink is named, safely
+    for secret in ("pw-secret-1", "PATH-SECRET-1", "q-secret-1", "/services/", "bob"):
+        assert secret not in seen, secret
+
+
+def get_text_safely(ops: str) -> str:
+    try:
+        return get(ops + "/metrics")[1].decode()
+    except OSError:
+        return ""  # stopped

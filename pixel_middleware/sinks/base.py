@@ -18,7 +18,8 @@ def url_label(url: str) -> str:
     """A URL as a sink's name shows it (metric labels, ``/readyz``, logs, ``--print-config``).
 
     Scheme and hosts (with their ports), a Kafka URL's topic, and a short
-    digest of everything else, so that two sinks stay apart. Why not more:
+    digest of the endpoint's path and query, so that two sinks stay apart
+    and the same sink gets the same name wherever it is shown. Why not more:
     userinfo and query values carry passwords and keys, and so do paths
     (a webhook's token is its path: ``/services/T000/B000/SECRET``).
     A URL with no host (``log:``, ``file:/var/log/pixels.jsonl``) names
@@ -27,16 +28,20 @@ def url_label(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return "url #" + hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        return "url #" + _digest(url)
     if not parts.netloc:
         return url
     hosts = parts.netloc.rpartition("@")[2]
     topic = parts.path if parts.scheme == "kafka" else ""
     shown = f"{parts.scheme}://{hosts}{topic}"
-    rest = "@" in parts.netloc or parts.query or parts.fragment or (parts.path not in ("", "/") and not topic)
-    if not rest:
-        return shown
-    return f"{shown} #{hashlib.sha256(url.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    # The endpoint as the sink calls it: neither the userinfo (credentials, which a sink sends
+    # apart) nor the fragment (the sink's options) changes which endpoint this is.
+    endpoint = f"{shown}{'' if topic else parts.path}{'?' + parts.query if parts.query else ''}"
+    return shown if endpoint == shown or endpoint == shown + "/" else f"{shown} #{_digest(endpoint)}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
