@@ -19,10 +19,8 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import time
 import tracemalloc
 from types import SimpleNamespace
-from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -32,16 +30,7 @@ from pixel_middleware import MemorySink, PixelMiddleware  # noqa: E402
 from pixel_middleware.dedup import MEMORY_SIZE, MemoryDedup  # noqa: E402
 from pixel_middleware.dialects import get_dialect  # noqa: E402
 
-
-def per_call(call: Callable[[int], None], loops: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        gc.collect()
-        begin = time.perf_counter()
-        for i in range(loops):
-            call(i)
-        best = min(best, (time.perf_counter() - begin) / loops * 1e6)
-    return best
+from bench_core import per_call  # noqa: E402  (beside this file)
 
 
 def main() -> None:
