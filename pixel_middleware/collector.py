@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from blinker import Signal
 
@@ -291,21 +291,28 @@ class Collector:
 Collector.__doc__ = f"{Collector.__doc__}{docstring('pipeline')}\n    "
 
 
-class _RecordOnClose(list):
+class _RecordOnClose:
     """The GIF as a response body whose ``close()`` records the event (``after_response``).
 
-    A list, so that servers write it as they write any one-chunk body.
+    Not a ``list``: granian and bjoern write a list without calling its
+    ``close()``, and the event would be lost without a word. PEP 3333 makes
+    every server call ``close()`` on an iterable that has one.
     """
 
     __slots__ = ("_pending",)
 
     def __init__(self, collector: Collector, environ: Mapping[str, Any], match: Match) -> None:
-        self.append(GIF)
         # Stamped now: writing the GIF to a slow client, or a busy worker, may delay close() by any time.
         self._pending: Optional[Tuple[Collector, Mapping[str, Any], Match, str]] = (collector, environ, match, now())
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(_BODY)
 
     def close(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:  # once, however often a server calls close()
             collector, environ, match, received_at = pending
             collector.collect(environ, match, received_at)
+
+
+_BODY = (GIF,)
