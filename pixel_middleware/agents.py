@@ -39,8 +39,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple
 
-from crawlerdetect import CrawlerDetect
-
+from . import crawlers
 from .events import DecodeError, Event
 
 #: Every value ``context.pixel.agent`` takes.
@@ -58,7 +57,8 @@ _MPP_USER_AGENT = "Mozilla/5.0"
 #: "Microsoft Office" pattern is meant for Office's link previews, but
 #: Outlook for Windows fetches a message's images with that user agent).
 _MAIL_CLIENTS = ("Microsoft Outlook",)
-_crawlers = CrawlerDetect()
+#: crawlerdetect's ``is_crawler``, compiled from the installed package's patterns (:mod:`.crawlers`).
+_is_crawler = crawlers.build()
 #: How much of a user agent is classified.
 _CLASSIFIED_CHARS = 512
 
@@ -112,7 +112,7 @@ def _by_user_agent(user_agent: str, click: bool) -> str:
         return _MPP_USER_AGENT  # decided by the address, which is not cached
     if any(client in user_agent for client in _MAIL_CLIENTS):
         return "browser"
-    if _crawlers.is_crawler(user_agent):
+    if _is_crawler(user_agent):
         return "link_scanner" if click else "bot"
     return "browser"
 
