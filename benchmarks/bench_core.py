@@ -256,9 +256,8 @@ def user_agent_corpus(size: int) -> List[str]:
 
 
 def hostile_user_agents() -> Dict[str, str]:
-    """512-character texts: random, and crafted so that many of crawlerdetect's branches match in part."""
+    """Crafted 512-character texts: runs many of crawlerdetect's branches match in part, many exclusions, odd characters."""
     pick = random.Random(512)
-    printable = [chr(c) for c in range(0x20, 0x7F)]
     texts = {
         "a x 512": "a" * 512, "1 x 512": "1" * 512, "space x 512": " " * 512, "; x 512": ";" * 512,
         "Mozilla x 74": "Mozilla" * 74, "CPU OS 1111...": "CPU OS " + "1" * 505,
@@ -269,8 +268,7 @@ def hostile_user_agents() -> Dict[str, str]:
         "long s x 512": "\u017f" * 512, "Arabic digits x 512": "\u0663" * 512,
         "mixed Latin-1": "".join(pick.choice("Az9 /.;\xe9\x80\xff") for _ in range(512)),
     }
-    texts = {name: (text * 2)[:512] for name, text in texts.items()}
-    return texts
+    return {name: (text * 2)[:512] for name, text in texts.items()}
 
 
 def agent_cost(quick: bool) -> None:
