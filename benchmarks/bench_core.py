@@ -25,6 +25,14 @@ same middleware with none: agent (who fetched it; the target is <= 5 us with
 a user agent seen before), privacy (ip="anonymize" and the GPC check), and
 in-memory dedup (a fresh key each time).
 
+Then the agent step with no help from its cache (issue 20): every user agent
+of a corpus of real ones (browsers and apps from Crawler-Detect's device
+list, its crawler list, and the mail clients in the device list), each one
+new to the process, then 512-character hostile ones (random, and texts
+crafted against crawlerdetect's backtracking regular expression), each
+against crawlerdetect's own matcher in the same run. Targets: a median of at
+most 25 us for a new user agent, at most 250 us for any text.
+
 Last, what operating a collector adds (issue 10): metrics=True (prometheus
 multiprocess mode, as serve runs it; target at most 2 us) and the file sink
 against the memory sink.
@@ -36,9 +44,12 @@ import gc
 import json
 import logging
 import os
+import random
+import re
+import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 from urllib.parse import parse_qsl, urlencode
 
 from flask import Flask, request
@@ -225,6 +236,121 @@ def steps(loops: int, repeats: int) -> None:
     print(f"  target agent <= 5 us with a seen UA: {figures[0][1]:.2f} us {'ok' if figures[0][1] <= 5 else 'MISSED'}")
 
 
+DATA = os.path.join(os.path.dirname(__file__), "..", "tests", "data")
+_MAIL_CLIENT = re.compile(r"thunderbird|outlook|microsoft office|ms-office|mail/\d|airmail|postbox|evolution", re.I)
+
+
+def user_agent_corpus(size: int) -> List[str]:
+    """Real user agents: devices and apps, mail clients (from the device list) and crawlers, shuffled."""
+    import gzip
+
+    with gzip.open(os.path.join(DATA, "devices.txt.gz"), "rt", encoding="utf-8") as file:
+        devices = file.read().splitlines()
+    with open(os.path.join(DATA, "crawlers.txt"), encoding="utf-8") as file:
+        crawlers = file.read().splitlines()
+    mail = [line for line in devices if _MAIL_CLIENT.search(line)]
+    pick = random.Random(20)
+    corpus = pick.sample(devices, size * 6 // 10) + pick.sample(mail, size // 10) + pick.sample(crawlers, size * 3 // 10)
+    pick.shuffle(corpus)
+    return corpus
+
+
+def hostile_user_agents() -> Dict[str, str]:
+    """Crafted 512-character texts: runs many of crawlerdetect's branches match in part, many exclusions, odd characters."""
+    pick = random.Random(512)
+    texts = {
+        "a x 512": "a" * 512, "1 x 512": "1" * 512, "space x 512": " " * 512, "; x 512": ";" * 512,
+        "Mozilla x 74": "Mozilla" * 74, "CPU OS 1111...": "CPU OS " + "1" * 505,
+        "CPU iPhone OS 1_1_...": "CPU iPhone OS " + "1_" * 249, "Gecko x 86": "Gecko " * 86,
+        "x64! x 128 (exclusions)": "x64!" * 128, "X11; x 128": "X11;" * 128, "bo x 256": "bo" * 256,
+        "crawle x 86": "crawle" * 86, "a- x 256": "a-" * 256, "YandexSearch x 43": "YandexSearch" * 43,
+        "Java x 128": "Java" * 128, "DebugBear_ x 52": "DebugBear " * 52, "Dart/ x 103": "Dart/" * 103,
+        "long s x 512": "\u017f" * 512, "Arabic digits x 512": "\u0663" * 512,
+        "mixed Latin-1": "".join(pick.choice("Az9 /.;\xe9\x80\xff") for _ in range(512)),
+    }
+    return {name: (text * 2)[:512] for name, text in texts.items()}
+
+
+def agent_cost(quick: bool) -> None:
+    """The agent step with its cache cleared before every call: what a never-seen user agent costs."""
+    from crawlerdetect import CrawlerDetect
+
+    from pixel_middleware import agents
+
+    step = agents.AgentStep()
+    event: Dict = {"context": {}}
+    route = type("Route", (), {"click": False})()
+    match = type("Match", (), {"route": route})()
+
+    def hit(user_agent: str):
+        return type("Hit", (), {"environ": {"HTTP_USER_AGENT": user_agent, "REMOTE_ADDR": "203.0.113.7"},
+                                "match": match})()
+
+    def timed(user_agent: str, clear: bool = True) -> float:
+        request = hit(user_agent)
+        if clear:
+            agents._by_user_agent.cache_clear()
+        begin = time.perf_counter_ns()
+        step(event, request)
+        return (time.perf_counter_ns() - begin) / 1000
+
+    def spread(values: List[float]) -> str:
+        values = sorted(values)
+        return (f"median {statistics.median(values):7.1f} us   p99 {values[int(len(values) * 0.99)]:7.1f} us   "
+                f"max {values[-1]:8.1f} us")
+
+    def best(user_agent: str) -> Tuple[float, float]:
+        """First call and best of three, the cache cleared before each: the machine is shared, the best is the work."""
+        first = timed(user_agent)
+        return first, min(first, timed(user_agent), timed(user_agent))
+
+    reference = CrawlerDetect()._check_crawler  # crawlerdetect's matcher without its own cache
+    corpus = user_agent_corpus(2000 if quick else 4000)
+    printable = [chr(c) for c in range(0x20, 0x7F)]
+    randoms = ["".join(random.choice(printable) for _ in range(512)) for _ in range(500 if quick else 2000)]
+    latin = ["".join(random.choice([chr(c) for c in range(1, 0x100)]) for _ in range(512)) for _ in range(300)]
+    gc.collect()
+    gc.disable()
+    try:
+        seen = hit(corpus[0])
+        step(event, seen)
+        seen_us = per_call(lambda i: step(event, seen), 20000, 5)
+        new_us = [best(user_agent) for user_agent in corpus]
+        old_us = []
+        for user_agent in corpus[:300]:
+            begin = time.perf_counter_ns()
+            reference(user_agent.strip()[:512])
+            old_us.append((time.perf_counter_ns() - begin) / 1000)
+        random_us = [best(text) for text in randoms]
+        latin_us = [best(text) for text in latin]
+        table_ms = timed("\u4e2d\u6587 Mozilla/5.0") / 1000  # the first text beyond Latin-1 builds fold's table
+        crafted = []
+        for name, text in hostile_user_agents().items():
+            first, least = best(text)
+            begin = time.perf_counter_ns()
+            reference(text)
+            crafted.append((name, first, least, (time.perf_counter_ns() - begin) / 1000))
+    finally:
+        gc.enable()
+    print(f"\nAgent step, cache cleared before each call (issue 20; {len(corpus)} real user agents: "
+          "devices, mail clients, crawlers). First call / best of 3 per text")
+    print(f"  seen UA (cached)          {seen_us:7.2f} us/call")
+    for name, figures in (("new UA, corpus", new_us), ("random 512 printable", random_us),
+                          ("random 512 Latin-1", latin_us)):
+        print(f"  {name:<22} first {spread([f for f, _ in figures])}")
+        print(f"  {'':<22} best  {spread([b for _, b in figures])}")
+    print(f"  crawlerdetect, corpus        {spread(old_us)}   (its matcher alone, first 300, once)")
+    print(f"  once per process: the first text beyond Latin-1 builds fold's table: {table_ms:.0f} ms "
+          "(WSGI headers never are)")
+    print("  crafted 512 characters          first     best    crawlerdetect")
+    for name, first, least, old in crafted:
+        print(f"    {name:<26} {first:7.1f}  {least:7.1f} us  {old:9.1f} us  ({old / least:5.0f}x)")
+    worst = max([least for _, _, least, _ in crafted] + [b for _, b in random_us + latin_us])
+    median = statistics.median(b for _, b in new_us)
+    print(f"  target new UA median <= 25 us: {median:.1f} us {'ok' if median <= 25 else 'MISSED'}; "
+          f"any text <= 250 us: worst {worst:.1f} us {'ok' if worst <= 250 else 'MISSED'} (best of 3)")
+
+
 def operations(loops: int, repeats: int) -> None:
     """What issue 10 adds to a request: metrics (as serve runs them, multiprocess mode) and the file sink."""
     import tempfile
@@ -307,6 +433,7 @@ def main() -> None:
               f"<= 0.35x (b): {mw / figures[2][1]:.2f}x {verdict(mw <= 0.35 * figures[2][1])}")
     checks_cost(loops)
     steps(loops, repeats)
+    agent_cost(quick)
     operations(loops, repeats)
 
 

@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -129,9 +129,14 @@ def worker_cpu_seconds(master: int) -> float:
     return total
 
 
-def wrk(url: str, duration: float, connections: int) -> Dict[str, float]:
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+def wrk(url: str, duration: float, connections: int, script: Optional[str] = None,
+        env: Optional[Dict[str, str]] = None) -> Dict[str, float]:
+    """wrk's figures for ``url``; ``script`` is a Lua file for wrk's ``-s`` (``env`` its environment)."""
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "--latency", url]
+    if script:
+        command[1:1] = ["-s", script]
+    out = subprocess.run(command, capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})}).stdout
     figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
                "requests": float(re.search(r"(\d+) requests in", out).group(1))}
     for name, label in (("p50", "50%"), ("p99", "99%")):
