@@ -50,7 +50,7 @@ import statistics
 import sys
 import time
 from typing import Callable, Dict, List, Tuple
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 from flask import Flask, request
 from werkzeug.test import EnvironBuilder
