@@ -138,7 +138,7 @@ def test_signed_target_is_tamper_proof(client, middleware):
     "query, reason",
     [
         pytest.param("wk=bad&uid=u1", "invalid_write_key", id="write-key"),
-        pytest.param("uid=u1", "unknown_dialect", id="no-write-key"),
+        pytest.param("uid=u1", "missing_write_key", id="no-write-key"),
         pytest.param("wk=wk1&uid=u1&sig=AAAA.BBBB", "bad_signature", id="bad-signature"),
     ],
 )

@@ -20,7 +20,7 @@ def test_decode_prints_the_event(capsys: pytest.CaptureFixture) -> None:
 
 @pytest.mark.parametrize("argv, reason", [
     pytest.param(["decode", URL, "--write-key", "other"], "invalid_write_key", id="wrong-key"),
-    pytest.param(["decode", URL.replace("wk=WK-secret&", ""), "--dialect", "compact"], "unknown_dialect", id="no-key"),
+    pytest.param(["decode", URL.replace("wk=WK-secret&", ""), "--dialect", "compact"], "missing_write_key", id="no-key"),
     pytest.param(["decode", "http://x.test/nowhere?wk=WK-secret"], "not_a_pixel_route", id="not-a-route"),
 ])
 def test_decode_explains_a_rejection(argv: list, reason: str, capsys: pytest.CaptureFixture) -> None:

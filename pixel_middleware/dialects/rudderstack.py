@@ -68,6 +68,10 @@ def _visible(message_id: str) -> str:
 class RudderStack(Dialect):
     name = "rudderstack"
     routes = {"/pixel/v1/page": {"type": "page"}, "/pixel/v1/track": {"type": "track"}}
+    write_key_param = "writeKey"
+
+    def carries_write_key(self, params: Mapping[str, str], route: Mapping[str, str]) -> bool:
+        return bool(params.get("writeKey"))
 
     def decode(self, params: Dict[str, str], route: Mapping[str, str]) -> Tuple[Event, Optional[str]]:
         event = _FLAT(params)
