@@ -179,6 +179,8 @@ class PixelState:
         hosts = settings["click_allowed_hosts"]
         if isinstance(hosts, str):
             hosts = [host.strip() for host in hosts.split(",") if host.strip()]
+        #: The hosts the click route follows unsigned, for click_url() to refuse the rest when built.
+        self.click_allowed_hosts = hosts
         self.collector = Collector(
             sink=settings["sink"],
             dialects=settings["dialects"],
@@ -280,7 +282,8 @@ class PixelState:
 
         Signed when the app has a signing key (``PIXEL_SIGNING_KEY``, by
         default from ``SECRET_KEY``); without one, ``url``'s host must be in
-        ``PIXEL_CLICK_ALLOWED_HOSTS`` or the click route refuses it.
+        ``PIXEL_CLICK_ALLOWED_HOSTS``, or :class:`ValueError` is raised here
+        (the click route would refuse every click on it).
         Raises :class:`RuntimeError` when the app has no click route
         (``PIXEL_DIALECTS`` without ``compact``): every link would be a 404.
         """
@@ -300,6 +303,7 @@ class PixelState:
             properties=props or None,
             write_key=self._write_key(),
             signing_key=self.signing_key,
+            allowed_hosts=self.click_allowed_hosts,
         )
 
     def track_links(self, html: Any, user: Any = None, **properties: Any) -> Markup:

@@ -55,7 +55,8 @@ def test_explain_refuses_a_click_the_click_route_would_not_follow() -> None:
 
     options = {"write_keys": ["k"], "click_allowed_hosts": ["shop.test"]}
     for target, followed in (("https://evil.test/", False), ("https://shop.test/a", True)):
-        url = build_click_url("http://x.test", target, user_id="u", write_key="k")
+        # Signed with a key this collector does not hold: only the allowed host may be followed.
+        url = build_click_url("http://x.test", target, user_id="u", write_key="k", signing_key="another-collector")
         sink = MemorySink()
         live = Client(PixelMiddleware(None, sink=sink, **options)).get(url.partition("x.test")[2])
         assert live.status_code == (302 if followed else 400)
