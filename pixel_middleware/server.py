@@ -34,7 +34,7 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, Iterable, List, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .cli import make_app
@@ -131,18 +131,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     operator looks for it.
     """
     for option in OPTIONS:
-        kwargs: Dict[str, Any] = {"dest": option.name, "default": None, "help": f"{option.help} (${option.env})"}
-        if option.kind == "bool":
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif option.kind == "list":
-            kwargs["action"] = "append"
-        elif option.kind == "choice":
-            kwargs["choices"] = option.choices
-        elif option.kind in ("int", "float"):
-            kwargs["type"] = int if option.kind == "int" else float
-        parser.add_argument(option.flag, **kwargs)
+        _add_argument(parser, option)
     parser.add_argument("--dev", action="store_true", help="werkzeug's reloading development server instead of gunicorn")
     parser.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+
+
+def _add_argument(parser: argparse.ArgumentParser, option: Option) -> None:
+    kwargs: Dict[str, Any] = {"dest": option.name, "default": None, "help": f"{option.help} (${option.env})"}
+    if option.kind == "bool":
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif option.kind == "list":
+        kwargs["action"] = "append"
+    elif option.kind == "choice":
+        kwargs["choices"] = option.choices
+    elif option.kind in ("int", "float"):
+        kwargs["type"] = int if option.kind == "int" else float
+    parser.add_argument(option.flag, **kwargs)
+
+
+# -- serve's options in other commands (decode, url) -----------------------------------
+# The one door other commands use to OPTIONS: re-point these two when the table moves.
+
+
+def add_shared_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """Add the flags of serve's options ``names`` to another command's ``parser``, as serve has them."""
+    for name in names:
+        _add_argument(parser, _BY_NAME[name])
+
+
+def resolve_shared(args: argparse.Namespace, names: Iterable[str],
+                   environ: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """The values of serve's options ``names``, read and checked as serve reads them (flag, else variable).
+
+    Raises :class:`ValueError` naming the flag or variable, never the value.
+    """
+    wanted = set(names)
+    return {name: value for name, (value, _) in _resolve(args, environ, wanted).items()}
 
 
 def _from_env(option: Option, text: str) -> Any:
@@ -165,11 +189,14 @@ def _from_env(option: Option, text: str) -> Any:
     return text
 
 
-def _resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[Any, str]]:
-    """Each option's value and where it came from (``flag``, ``env`` or ``default``); flags win."""
+def _resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None,
+             names: Optional[Collection[str]] = None) -> Dict[str, Tuple[Any, str]]:
+    """Each option's value (of ``names``, default all) and where it came from (``flag``, ``env`` or ``default``); flags win."""
     environ = os.environ if environ is None else environ
     settings: Dict[str, Tuple[Any, str]] = {}
     for option in OPTIONS:
+        if names is not None and option.name not in names:
+            continue
         value = getattr(args, option.name, None)
         if value is not None:
             settings[option.name] = (value, "flag")
@@ -183,6 +210,10 @@ def _resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None)
             # gunicorn binds an empty host to every interface: PIXEL_OPS_HOST= left blank by a
             # template would publish /metrics, /readyz and the debug page to the world.
             raise ValueError(f"{option.flag} / {option.env} must name an address (0.0.0.0: every interface)")
+        value = settings[option.name][0]
+        if option.secret and (value == "" or (isinstance(value, list) and "" in value)):
+            # A template's blank PIXEL_SIGNING_KEY= would otherwise turn signature checks off without a word.
+            raise ValueError(f"{option.flag} / {option.env} is empty: give a key, or leave it unset")
     return settings
 
 
