@@ -390,11 +390,12 @@ def _explainer(settings: Dict[str, Any]) -> Callable[[str], Any]:
     return lambda url: explain(url, **options)
 
 
-class _RedactingFilter(logging.Filter):
+class RedactingFilter(logging.Filter):
     """Hides write keys in gunicorn's error log: a malformed request line holding one is logged whole.
 
     Most dialects carry the key in the query string; mParticle's carries it in
-    the path (``/v1/{api_key}/Pixel``), which is hidden too.
+    the path (``/v1/{api_key}/Pixel``), which is hidden too. Public, for any
+    development server's access log (the examples' use it).
     """
 
     #: A query has at least one character: "Perhaps out of memory?" (a killed worker) hides nothing.
@@ -416,7 +417,7 @@ def _gunicorn_logger() -> type:
         def setup(self, cfg: Any) -> None:
             super().setup(cfg)
             for handler in self.error_log.handlers:
-                handler.addFilter(_RedactingFilter())
+                handler.addFilter(RedactingFilter())
 
     return RedactingLogger
 
@@ -568,7 +569,7 @@ def serve(args: argparse.Namespace) -> int:
     # werkzeug's access log (--dev) prints whole URLs, and pixel URLs carry write keys; its
     # error for a malformed request line (a warning or worse) quotes the line: hidden as in gunicorn's.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    logging.getLogger("werkzeug").addFilter(_RedactingFilter())
+    logging.getLogger("werkzeug").addFilter(RedactingFilter())
     settings["state_dir"] = tempfile.mkdtemp(prefix="pixel-serve-")
     os.makedirs(os.path.join(settings["state_dir"], "status"))
     sinks = ", ".join(_mask_url(url) for url in settings["sink"] or ["log:"])

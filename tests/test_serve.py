@@ -228,12 +228,12 @@ def test_gunicorn_error_log_hides_the_query_of_a_malformed_request(start: Any) -
 def test_gunicorn_error_log_leaves_a_question_mark_that_starts_no_query_alone() -> None:
     import logging
 
-    from pixel_middleware.server import _RedactingFilter
+    from pixel_middleware.server import RedactingFilter
 
     # gunicorn's own words when a worker is killed: nothing was hidden, and the line must not say so.
     record = logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 1,
                                "Worker (pid:%s) was sent SIGKILL! Perhaps out of memory?", (42,), None)
-    assert _RedactingFilter().filter(record)
+    assert RedactingFilter().filter(record)
     assert record.getMessage() == "Worker (pid:42) was sent SIGKILL! Perhaps out of memory?"
 
 
