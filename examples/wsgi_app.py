@@ -15,11 +15,14 @@ and the event is logged on stderr as one JSON line. Environment:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from typing import Callable, Iterable, List
-from wsgiref.simple_server import make_server
+import sys
+from typing import Any, Callable, Iterable, List
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from pixel_middleware import PixelMiddleware, build_pixel_url
+from pixel_middleware.server import RedactingFilter
 
 WRITE_KEYS: List[str] = [k.strip() for k in os.environ.get("PIXEL_WRITE_KEYS", "demo-key").split(",") if k.strip()]
 
@@ -35,13 +38,27 @@ def hello(environ: dict, start_response: Callable) -> Iterable[bytes]:
 
 application = PixelMiddleware(hello, sink=os.environ.get("PIXEL_SINK", "log:"), write_keys=WRITE_KEYS)
 
+#: The server's access log, query strings hidden: pixel URLs carry write keys.
+access_log = logging.getLogger("wsgi_app.access")
+access_log.addFilter(RedactingFilter())
+access_log.propagate = False
+access_log.setLevel(logging.INFO)
+access_log.addHandler(logging.StreamHandler(sys.stderr))
+
+
+class RequestHandler(WSGIRequestHandler):
+    """wsgiref's handler, logging through :data:`access_log` instead of printing whole request lines."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        access_log.info("%s - - [%s] %s", self.address_string(), self.log_date_time_string(), format % args)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="plain WSGI app with pixel endpoints")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
-    with make_server(args.host, args.port, application) as server:
+    with make_server(args.host, args.port, application, handler_class=RequestHandler) as server:
         print(f"serving on http://{args.host}:{args.port}/", flush=True)
         try:
             server.serve_forever()

@@ -142,6 +142,8 @@ class PixelState:
         self.settings = settings
         self.prefix = settings["prefix"]
         self.signing_key = settings["signing_key"]
+        #: The hosts the click route follows unsigned, for click_url() to refuse the rest when built.
+        self.click_allowed_hosts = settings["click_allowed_hosts"]
         self.collector = Collector(**{name: settings[name] for name in names("pipeline") if name != "sender"}, sender=app)
         self.url_dialect = settings["url_dialect"]
         answered = {dialect.name for route in self.collector.routes for dialect in route.dialects}
@@ -226,7 +228,8 @@ class PixelState:
 
         Signed when the app has a signing key (``PIXEL_SIGNING_KEY``, by
         default from ``SECRET_KEY``); without one, ``url``'s host must be in
-        ``PIXEL_CLICK_ALLOWED_HOSTS`` or the click route refuses it.
+        ``PIXEL_CLICK_ALLOWED_HOSTS``, or :class:`ValueError` is raised here
+        (the click route would refuse every click on it).
         Raises :class:`RuntimeError` when the app has no click route
         (``PIXEL_DIALECTS`` without ``compact``): every link would be a 404.
         """
@@ -246,6 +249,7 @@ class PixelState:
             properties=props or None,
             write_key=self._write_key(),
             signing_key=self.signing_key,
+            allowed_hosts=self.click_allowed_hosts,
         )
 
     def track_links(self, html: Any, user: Any = None, **properties: Any) -> Markup:

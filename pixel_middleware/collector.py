@@ -86,6 +86,13 @@ def _routes(dialects: Iterable[Dialect], prefix: str) -> List[Route]:
             for rule, ds in by_rule.items()]
 
 
+def _missing_write_key(route: Route) -> DecodeError:
+    """The rejection of a request without a write key, saying where the route's dialects look for one."""
+    where = "; ".join(f"{d.name}: {d.write_key_param}" for d in route.dialects if d.write_key_param)
+    return DecodeError("missing_write_key", f"the request carries no write key ({where})" if where else
+                       "the request carries no write key")
+
+
 def _compile(rule: str) -> "re.Pattern[str]":
     """``/v1/<api_key>/Pixel`` -> a pattern with a named group per variable."""
     parts, pos = [], 0
@@ -226,16 +233,18 @@ class Collector:
         if received_at is None:
             received_at = now()
         dialect: Optional[Dialect] = None
+        params: Optional[Dict[str, str]] = None
         try:
             params = parse_query(environ.get("QUERY_STRING", ""))
             for dialect in match.route.dialects:
                 if dialect.claims(params):
                     break
             else:
+                dialect = None
                 raise DecodeError("unknown_dialect", "no dialect claims this request")
             event, write_key = dialect.decode(params, match.values)
             if not write_key:
-                raise DecodeError("missing_write_key", "the request carries no write key")
+                raise _missing_write_key(match.route)
             key_ok = self._key_ok
             if key_ok is not None and not key_ok(write_key):
                 raise DecodeError("invalid_write_key", "the write key is not accepted")
@@ -246,6 +255,10 @@ class Collector:
                 for step in self._steps:
                     step(event, hit)
         except DecodeError as error:
+            if error.reason == "missing_write_key" or (
+                    params is not None
+                    and not any(d.carries_write_key(params, match.values) for d in match.route.dialects)):
+                error = _missing_write_key(match.route)  # named first, whatever else is wrong, and where to put it
             self._reject(error.reason, str(error), dialect, match, received_at)
             return None
         except Exception:

@@ -15,19 +15,22 @@ the public pixel port:
 ``GET /metrics``
     Prometheus metrics (see :mod:`pixel_middleware.metrics`).
 ``GET /`` (``--debug-page`` only)
-    The last 100 events and rejections across workers, newest first,
-    refreshing every two seconds, IPs anonymised, and a box to paste a pixel
-    URL into and see what it decodes to (:func:`~pixel_middleware.explain.explain`),
-    which is sent to ``POST /explain`` (a pasted URL carries its write key,
-    which a GET would put in the address bar and in logs; other methods get
-    405 with ``Allow: POST``). Events hold personal data: keep the ops port
-    on the cluster's network.
+    The last 100 events and rejections across workers, newest first, IPs
+    anonymised, and a box to paste a pixel URL into and see what it decodes
+    to (:func:`~pixel_middleware.explain.explain`), which is sent to
+    ``POST /explain`` (a pasted URL carries its write key, which a GET would
+    put in the address bar and in logs; other methods get 405 with
+    ``Allow: POST``). A small script fetches the table's rows (``GET /rows``)
+    every two seconds and replaces only them, so that what is typed in the
+    box stays. Events hold personal data: keep the ops port on the
+    cluster's network.
 
 Every path answers only a ``Host`` that is an IP address, ``localhost`` or
-one of ``--ops-allowed-host`` (403 otherwise): probes and scrapers address a pod by its IP, an SSH tunnel
-or ``kubectl port-forward`` sends ``localhost``, and a web page that points
-its own domain at the collector (DNS rebinding) sends that domain, so it
-can read neither the debug page nor ``/metrics`` and ``/readyz``.
+one of ``--ops-allowed-host`` (403 otherwise): probes and scrapers address a
+pod by its IP, an SSH tunnel or ``kubectl port-forward`` sends
+``localhost``, and a web page that points its own domain at the collector
+(DNS rebinding) sends that domain, so it can read neither the debug page
+nor ``/metrics`` and ``/readyz``.
 
 Workers share what they know through a directory: each runs a
 :class:`StatusReporter` thread writing ``<pid>.json`` every second (its
@@ -223,18 +226,38 @@ def readiness(statuses: List[Dict[str, Any]], ready_grace: float, now: Optional[
 
 _STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
-.rejected{color:#a00}code,pre{font:12px ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}
-input[type=text]{width:70%}"""
-# No script at all, and only this one style sheet: whatever an event holds, it cannot run or restyle the page.
-_CSP = (f"default-src 'none'; style-src 'sha256-{base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()}'; "
-        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+.rejected{color:#a00}.machine{color:#777}code,pre{font:12px ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}
+td.json{width:40%}input[type=text]{width:70%}"""
+#: Replaces the table's rows with the server's every two seconds; the rows are escaped by the server,
+#: and the rest of the page (the decode box and what is typed in it) is left alone.
+_SCRIPT = """setInterval(function () {
+  fetch("/rows", {cache: "no-store", credentials: "omit"}).then(function (r) { return r.ok ? r.text() : null; })
+    .then(function (rows) {
+      if (rows === null) return;
+      document.getElementById("rows").innerHTML = rows;
+      document.getElementById("refreshed").textContent = new Date().toISOString().slice(11, 19);
+    }).catch(function () {});
+}, 2000);"""
 
 
-def _page(title: str, body: str, refresh: bool = False) -> Response:
-    meta = '<meta http-equiv="refresh" content="2">' if refresh else ""
-    text = (f'<!doctype html><html><head><meta charset="utf-8">{meta}<title>{html.escape(title)}</title>'
-            f"<style>{_STYLE}</style></head><body>{body}</body></html>")
-    response = Response(text, mimetype="text/html")
+def _digest(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+# Only this one style sheet and this one script (by their hashes), fetching only this server:
+# whatever an event holds, it cannot run, restyle the page or send anything anywhere.
+_CSP = (f"default-src 'none'; style-src 'sha256-{_digest(_STYLE)}'; script-src 'sha256-{_digest(_SCRIPT)}'; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def _page(title: str, body: str, script: bool = False) -> Response:
+    code = f"<script>{_SCRIPT}</script>" if script else ""
+    text = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{_STYLE}</style></head><body>{body}{code}</body></html>")
+    return _secured(Response(text, mimetype="text/html"))
+
+
+def _secured(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = _CSP
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -246,18 +269,30 @@ def _json(value: Any, limit: int = 600) -> str:
     return html.escape(text if len(text) <= limit else text[:limit] + " ...")
 
 
+#: The table's columns: what a person scans a row for first, then the whole event.
+_HEAD = ("<tr><th>time (UTC)</th><th>dialect</th><th>type</th><th>event or name</th><th>user</th><th>agent</th>"
+         "<th>event</th></tr>")
+
+
 def _row(entry: Dict[str, Any]) -> str:
     at = time.strftime("%H:%M:%S", time.gmtime(float(entry.get("at", 0))))
     dialect = html.escape(str(entry.get("dialect") or "-"))
     if "rejected" in entry:
-        return (f'<tr class="rejected"><td>{at}</td><td>{dialect}</td><td>rejected: '
-                f'{html.escape(str(entry["rejected"]))}</td><td><code>{html.escape(str(entry.get("detail", "")))}'
-                "</code></td></tr>")
+        return (f'<tr class="rejected"><td>{at}</td><td>{dialect}</td><td>rejected</td>'
+                f'<td><b>{html.escape(str(entry["rejected"]))}</b></td><td>-</td><td>-</td>'
+                f'<td class="json"><code>{html.escape(str(entry.get("detail", "")))}</code></td></tr>')
     event = entry.get("event") or {}
     name = event.get("event") or event.get("name") or ""
-    who = event.get("userId") or event.get("anonymousId") or ""
-    return (f'<tr class="event"><td>{at}</td><td>{dialect}</td><td>{html.escape(str(event.get("type", "")))} '
-            f"<b>{html.escape(str(name))}</b><br>{html.escape(str(who))}</td><td><code>{_json(event)}</code></td></tr>")
+    user = event.get("userId") or event.get("anonymousId") or ""
+    context = event.get("context")
+    pixel = context.get("pixel") if isinstance(context, dict) else None
+    pixel = pixel if isinstance(pixel, dict) else {}
+    agent = html.escape(str(pixel.get("agent") or "-"))
+    if pixel.get("machine"):
+        agent = f'<span class="machine">{agent} (machine)</span>'
+    return (f'<tr class="event"><td>{at}</td><td>{dialect}</td><td>{html.escape(str(event.get("type", "")))}</td>'
+            f"<td><b>{html.escape(str(name))}</b></td><td>{html.escape(str(user))}</td><td>{agent}</td>"
+            f'<td class="json"><code>{_json(event)}</code></td></tr>')
 
 
 # POST: a pasted URL carries its write key, which a GET would put in the address bar and in logs.
@@ -305,6 +340,8 @@ def ops_app(
             return metrics_app
         if debug_page and path == "/":
             return _debug_page(status_dir)
+        if debug_page and path == "/rows":
+            return _secured(Response(_rows(_recent(status_dir)), mimetype="text/html"))
         return Response("not found\n", status=404, mimetype="text/plain")
 
     return app
@@ -336,16 +373,27 @@ def _local_name(host: str) -> bool:
     return True
 
 
-def _debug_page(status_dir: str) -> Response:
+def _recent(status_dir: str) -> Tuple[List[Dict[str, Any]], int]:
+    """The newest events and rejections across workers, newest first, and how many workers are live."""
     statuses = read_statuses(status_dir)
     entries = sorted((entry for status in statuses for entry in status.get("recent", [])),
                      key=lambda entry: float(entry.get("at", 0)), reverse=True)[:_PAGE_EVENTS]
-    live = sum(1 for status in statuses if status.get("live"))
-    rows = "".join(_row(entry) for entry in entries) or '<tr><td colspan="4">no events yet</td></tr>'
-    body = (f"<h1>pixel collector</h1><p>{live} live worker(s); the last {len(entries)} events and rejections, "
-            f"newest first (refreshes every 2 s; IP addresses anonymised).</p>{_FORM}"
-            f'<table id="events"><tr><th>time (UTC)</th><th>dialect</th><th>what</th><th>event</th></tr>{rows}</table>')
-    return _page("pixel collector", body, refresh=True)
+    return entries, sum(1 for status in statuses if status.get("live"))
+
+
+def _rows(recent: Tuple[List[Dict[str, Any]], int]) -> str:
+    """The table's body: the header, a line on the workers, and a row per entry (what /rows answers)."""
+    entries, live = recent
+    rows = "".join(_row(entry) for entry in entries) or '<tr><td colspan="7">no events yet</td></tr>'
+    return (f'{_HEAD}<tr><td colspan="7">{live} live worker(s); the last {len(entries)} events and rejections, '
+            f"newest first</td></tr>{rows}")
+
+
+def _debug_page(status_dir: str) -> Response:
+    body = (f'<h1>pixel collector</h1><p>The table refreshes every 2 s (last: <span id="refreshed">at load</span>); '
+            f"IP addresses anonymised, write keys never shown.</p>{_FORM}"
+            f'<table id="events"><tbody id="rows">{_rows(_recent(status_dir))}</tbody></table>')
+    return _page("pixel collector", body, script=True)
 
 
 def _explain_page(url: str, explain: Callable[[str], Tuple[Optional[Dict[str, Any]], Optional[str]]]) -> Response:

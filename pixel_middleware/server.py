@@ -63,30 +63,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     operator looks for it.
     """
     for option in SERVE_OPTIONS:
-        default = table._default_text(option, serve=True).replace("`", "")
-        kwargs: Dict[str, Any] = {"dest": option.name, "default": None,
-                                  "help": f"{option.doc.replace('`', '')} (default: {default}; ${option.env})"}
-        if option.kind == "bool":
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif option.kind in ("sink", "write_keys", "dialects", "secrets", "hosts"):
-            kwargs["action"] = "append"
-        if option.choices:
-            kwargs["metavar"] = "{" + ",".join(option.choices) + "}"
-        parser.add_argument(option.flag, **kwargs)
+        _add_argument(parser, option)
     parser.add_argument("--dev", action="store_true", help="werkzeug's reloading development server instead of gunicorn")
     parser.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
 
 
-def _resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[Any, str]]:
+def _add_argument(parser: argparse.ArgumentParser, option: Option) -> None:
+    default = table._default_text(option, serve=True).replace("`", "")
+    kwargs: Dict[str, Any] = {"dest": option.name, "default": None,
+                              "help": f"{option.doc.replace('`', '')} (default: {default}; ${option.env})"}
+    if option.kind == "bool":
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif option.kind in ("sink", "write_keys", "dialects", "secrets", "hosts"):
+        kwargs["action"] = "append"
+    if option.choices:
+        kwargs["metavar"] = "{" + ",".join(option.choices) + "}"
+    parser.add_argument(option.flag, **kwargs)
+
+
+# -- serve's options in other commands (decode, url) -----------------------------------
+
+
+def add_shared_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """Add the flags of serve's options ``names`` to another command's ``parser``, as serve has them."""
+    for name in names:
+        _add_argument(parser, table.option(name))
+
+
+def resolve_shared(args: argparse.Namespace, names: Iterable[str],
+                   environ: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """The values of serve's options ``names``, read and checked as serve reads them (flag, else variable).
+
+    Raises :class:`ValueError` naming the flag and variable, never the value.
+    """
+    wanted = set(names)
+    return {name: value for name, (value, _) in _resolve(args, environ, wanted).items() if name in wanted}
+
+
+def _resolve(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None,
+             names: Optional[Iterable[str]] = None) -> Dict[str, Tuple[Any, str]]:
     """Each option's value and where it came from (``flag``, ``env`` or ``default``); flags win.
 
     Every value goes through the options table (:func:`pixel_middleware.options.resolve`):
     a blank or bad one is a :class:`ValueError` naming the flag and the variable.
+    ``names``: read only these from the flags and environment (another command's).
     """
     environ = os.environ if environ is None else environ
     given: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     for option in SERVE_OPTIONS:
+        if names is not None and option.name not in names:
+            continue
         value = getattr(args, option.name, None)
         if value is not None:
             given[option.name], sources[option.name] = value, "flag"
@@ -233,11 +260,12 @@ def _collector_options() -> List[str]:
     return [o.name for o in SERVE_OPTIONS if o.scope == "pipeline"]
 
 
-class _RedactingFilter(logging.Filter):
+class RedactingFilter(logging.Filter):
     """Hides write keys in gunicorn's error log: a malformed request line holding one is logged whole.
 
     Most dialects carry the key in the query string; mParticle's carries it in
-    the path (``/v1/{api_key}/Pixel``), which is hidden too.
+    the path (``/v1/{api_key}/Pixel``), which is hidden too. Public, for any
+    development server's access log (the examples' use it).
     """
 
     #: A query has at least one character: "Perhaps out of memory?" (a killed worker) hides nothing.
@@ -259,7 +287,7 @@ def _gunicorn_logger() -> type:
         def setup(self, cfg: Any) -> None:
             super().setup(cfg)
             for handler in self.error_log.handlers:
-                handler.addFilter(_RedactingFilter())
+                handler.addFilter(RedactingFilter())
 
     return RedactingLogger
 
@@ -402,7 +430,7 @@ def serve(args: argparse.Namespace) -> int:
     # werkzeug's access log (--dev) prints whole URLs, and pixel URLs carry write keys; its
     # error for a malformed request line (a warning or worse) quotes the line: hidden as in gunicorn's.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    logging.getLogger("werkzeug").addFilter(_RedactingFilter())
+    logging.getLogger("werkzeug").addFilter(RedactingFilter())
     settings["state_dir"] = tempfile.mkdtemp(prefix="pixel-serve-")
     os.makedirs(os.path.join(settings["state_dir"], "status"))
     sinks = ", ".join(url_label(url) for url in settings["sink"] or ["log:"])

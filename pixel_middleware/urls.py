@@ -11,12 +11,12 @@ from __future__ import annotations
 import secrets
 import warnings
 from datetime import datetime, timezone
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Collection, Mapping, Optional, Union
 from urllib.parse import quote, urlencode
 
 from .dialects import DialectSpec, get_dialect
 from .dialects.base import Pairs
-from .clicks import CLICK_EVENT, target_host
+from .clicks import CLICK_EVENT, allowed_hosts as host_list, target_host
 from .events import MAX_QUERY_BYTES, Event, parse_timestamp
 from .signing import Key, signed_query
 from .options import option
@@ -103,17 +103,29 @@ def build_click_url(
     write_key: Optional[str] = None,
     signing_key: Optional[Key] = None,
     message_id: Optional[str] = None,
+    allowed_hosts: Optional[Collection[str]] = None,
 ) -> str:
     """A click URL: fetching it records ``event`` (``properties.link_url`` = the target) and redirects there.
 
     :param target_url: where the click leads; an absolute ``http``/``https``
         URL. The collector follows it only when the URL is signed (pass
         ``signing_key``) or the target's host is in its ``click_allowed_hosts``.
+    :param allowed_hosts: the collector's ``click_allowed_hosts`` (a string
+        is one host), for an unsigned URL: one whose target host is not
+        among them raises :class:`ValueError` now, since every click on it
+        would be answered "This link cannot be followed".
 
     Click URLs carry no cache buster: each click is a new request anyway.
     """
-    if target_host(target_url) is None:
+    host = target_host(target_url)
+    if host is None:
         raise ValueError("the click target must be an absolute http(s) URL the click route will follow")
+    if not signing_key and host not in host_list(allowed_hosts):  # the click route's own test
+        raise ValueError(
+            f"an unsigned click URL to {host!r} would never be followed (the click route answers 400): sign it "
+            "(signing_key; PIXEL_SIGNING_KEY or --signing-key; in Flask, SECRET_KEY) or allow its host "
+            "(click_allowed_hosts; PIXEL_CLICK_ALLOWED_HOSTS or --click-allowed-host)"
+        )
     fields: Event = {"type": "track", "event": event}
     for key, value in (("userId", user_id), ("anonymousId", anonymous_id), ("messageId", message_id)):
         if value is not None:

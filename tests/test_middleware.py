@@ -151,6 +151,47 @@ def test_write_keys(sink, write_keys, caplog):
     assert "stolen-key" not in caplog.text and "secret-key" not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("/v1/pixel/track?e=Email+Opened&uid=user_1", id="compact-without-wk-read-as-segment"),
+        pytest.param("/v1/pixel/group?e=x&uid=u1", id="compact-group-without-wk-or-gid"),
+        pytest.param("/v1/pixel/track?wk=&e=E&uid=u", id="compact-empty-wk"),
+        pytest.param("/v1/pixel/track?userId=u", id="segment-flat-without-event"),
+        pytest.param("/v1/pixel/track?data=eyJ1c2VySWQiOiJ1In0", id="segment-data-without-event"),  # {"userId":"u"}
+        pytest.param("/v1/pixel/track?writeKey=&event=E", id="segment-empty-writeKey-no-identity"),
+        pytest.param("/pixel/v1/track?userId=u", id="rudderstack-without-event"),
+        pytest.param("/pixel/v1/track?event=E", id="rudderstack-without-identity"),
+        pytest.param("/pixel/v1/page?userId=u&properties.a=1&properties.a.b=2", id="rudderstack-conflicting"),
+        pytest.param("/v1/click?uid=u1&url=https%3A%2F%2Fgood.example%2F", id="click-without-wk"),
+    ],
+)
+def test_a_request_with_no_write_key_is_missing_write_key_before_anything_else(url, sink, caplog):
+    """The first thing to fix is named: a compact URL without ``wk`` is not a Segment URL without ``event``."""
+    middleware = PixelMiddleware(None, sink=sink, click_allowed_hosts=["good.example"])
+    with caplog.at_level(logging.WARNING, logger="pixel_middleware"):
+        Client(middleware).get(url, environ_base=ENVIRON)
+    assert sink.events == [] and middleware.rejections == {"missing_write_key": 1}
+    (record,) = [r for r in caplog.records if r.name == "pixel_middleware"]
+    assert "no write key" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        pytest.param("/v1/pixel/track?wk=k&uid=user_1", "missing_event", id="compact"),
+        pytest.param("/v1/pixel/track?writeKey=k&userId=u", "missing_event", id="segment-flat"),
+        pytest.param("/v1/pixel/track?data=eyJ3cml0ZUtleSI6ImsiLCJ1c2VySWQiOiJ1In0", "missing_event",
+                     id="segment-data"),  # {"writeKey":"k","userId":"u"}
+        pytest.param("/v1/pixel/track?data=%21%21", "invalid_base64", id="segment-data-unreadable"),
+        pytest.param("/pixel/v1/track?writeKey=k&event=E", "missing_identity", id="rudderstack"),
+        pytest.param("/v1/k/Pixel?n=x", "unknown_type", id="mparticle-key-in-path"),
+    ],
+)
+def test_with_a_write_key_the_reason_is_the_dialects_own(reject, url, reason):
+    assert reject(url) == reason
+
+
 def test_write_key_never_in_event(accept):
     event = accept(TRACK)
     assert "secret-key" not in json.dumps(event)

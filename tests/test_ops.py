@@ -55,7 +55,8 @@ def test_explain_refuses_a_click_the_click_route_would_not_follow() -> None:
 
     options = {"write_keys": ["k"], "click_allowed_hosts": ["shop.test"]}
     for target, followed in (("https://evil.test/", False), ("https://shop.test/a", True)):
-        url = build_click_url("http://x.test", target, user_id="u", write_key="k")
+        # Signed with a key this collector does not hold: only the allowed host may be followed.
+        url = build_click_url("http://x.test", target, user_id="u", write_key="k", signing_key="another-collector")
         sink = MemorySink()
         live = Client(PixelMiddleware(None, sink=sink, **options)).get(url.partition("x.test")[2])
         assert live.status_code == (302 if followed else 400)
@@ -77,13 +78,15 @@ def test_a_stopped_worker_is_not_counted_live(tmp_path: Any) -> None:
     assert not ready and body["reason"].startswith("no live worker")
 
 
-def test_debug_page_allows_exactly_its_own_style_and_posts_the_pasted_url(tmp_path: Any) -> None:
+def test_debug_page_allows_exactly_its_own_style_and_script_and_posts_the_pasted_url(tmp_path: Any) -> None:
     client = Client(ops_app(str(tmp_path), debug_page=True, explain=lambda url: explain(url)))
     page = client.get("/")
-    style = re.search(r"<style>(.*?)</style>", page.get_data(as_text=True), re.S).group(1)
-    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
     policy = page.headers["Content-Security-Policy"]
-    assert f"style-src 'sha256-{digest}'" in policy and "script" not in policy and "default-src 'none'" in policy
+    for tag, directive in (("style", "style-src"), ("script", "script-src")):
+        (code,) = re.findall(rf"<{tag}>(.*?)</{tag}>", page.get_data(as_text=True), re.S)
+        digest = base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()
+        assert f"{directive} 'sha256-{digest}';" in policy
+    assert "unsafe" not in policy and "default-src 'none'" in policy and "connect-src 'self'" in policy
     assert '<form method="post" action="/explain">' in page.get_data(as_text=True)
     answer = client.post("/explain", data={"url": "http://x/v1/pixel/track?wk=k&e=Pasted&uid=u"})
     assert answer.status_code == 200 and "&quot;Pasted&quot;" in answer.get_data(as_text=True)
@@ -167,7 +170,7 @@ def test_debug_page_dates_a_rejection_by_its_arrival_too(tmp_path: Any) -> None:
     finally:
         reporter.stop()
     page = Client(ops_app(str(tmp_path), debug_page=True)).get("/").get_data(as_text=True)
-    assert page.index("<b>Second</b>") < page.index("rejected: invalid_write_key"), "newest arrival first"
+    assert page.index("<b>Second</b>") < page.index("<b>invalid_write_key</b>"), "newest arrival first"
     assert "received_at" not in page
 
 
@@ -192,3 +195,49 @@ def test_event_rejected_carries_the_arrival_time() -> None:
         event_rejected.disconnect(receiver, sender=app)
     [payload] = heard
     assert payload["reason"] == "invalid_write_key" and before <= payload["received_at"] <= after
+
+
+def test_debug_page_refreshes_only_its_rows_so_the_decode_box_keeps_what_is_typed(tmp_path: Any) -> None:
+    """No meta refresh (it reloaded the whole page, wiping the box): the script replaces the rows from /rows."""
+    app = PixelMiddleware(None, sink=MemorySink())
+    reporter = StatusReporter(app.collector, str(tmp_path), interval=60, recent=10)
+    reporter.start()
+    try:
+        client = Client(ops_app(str(tmp_path), debug_page=True, explain=lambda url: explain(url)))
+        before = client.get("/").get_data(as_text=True)
+        Client(app).get("/v1/pixel/track?wk=k&e=Later&uid=u")
+        reporter.write()
+        rows = client.get("/rows")
+    finally:
+        reporter.stop()
+    assert 'http-equiv="refresh"' not in before
+    assert before.index("<form") < before.index('<tbody id="rows">') and "<form" not in rows.get_data(as_text=True)
+    script = re.search(r"<script>(.*?)</script>", before, re.S).group(1)
+    assert 'fetch("/rows"' in script and 'getElementById("rows").innerHTML' in script and "2000" in script
+    assert rows.status_code == 200 and rows.mimetype == "text/html" and "<b>Later</b>" in rows.get_data(as_text=True)
+    assert "Later" not in before
+    assert rows.headers["Content-Security-Policy"] and rows.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.get("/rows", headers={"Host": "rebind.example"}).status_code == 403
+    assert Client(ops_app(str(tmp_path))).get("/rows").status_code == 404  # opt-in, as the page
+
+
+def test_debug_page_shows_the_fields_a_person_scans_for_then_the_json(tmp_path: Any) -> None:
+    app = PixelMiddleware(None, sink=MemorySink(), write_keys=["k"])
+    reporter = StatusReporter(app.collector, str(tmp_path), interval=60, recent=10)
+    reporter.start()
+    try:
+        bot = {"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}
+        Client(app).get("/pixel/v1/page?writeKey=k&anonymousId=a-<7>&name=Home", headers=bot)
+        Client(app).get("/v1/pixel/track?wk=nope&e=E&uid=u")
+        reporter.write()
+    finally:
+        reporter.stop()
+    page = Client(ops_app(str(tmp_path), debug_page=True)).get("/").get_data(as_text=True)
+    assert ("<th>time (UTC)</th><th>dialect</th><th>type</th><th>event or name</th><th>user</th><th>agent</th>"
+            "<th>event</th>") in page
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r'<tr class="(?:event|rejected)">(.*?)</tr>', page)]
+    rejected, event = cells  # newest first
+    assert event[1:6] == ["rudderstack", "page", "<b>Home</b>", "a-&lt;7&gt;", '<span class="machine">bot (machine)</span>']
+    assert event[6].startswith("<code>{") and "&quot;anonymousId&quot;: &quot;a-&lt;7&gt;&quot;" in event[6]
+    assert rejected[1:6] == ["compact", "rejected", "<b>invalid_write_key</b>", "-", "-"]
+    assert "nope" not in page

@@ -259,12 +259,12 @@ def test_gunicorn_error_log_hides_the_query_of_a_malformed_request(start: Any) -
 def test_gunicorn_error_log_leaves_a_question_mark_that_starts_no_query_alone() -> None:
     import logging
 
-    from pixel_middleware.server import _RedactingFilter
+    from pixel_middleware.server import RedactingFilter
 
     # gunicorn's own words when a worker is killed: nothing was hidden, and the line must not say so.
     record = logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 1,
                                "Worker (pid:%s) was sent SIGKILL! Perhaps out of memory?", (42,), None)
-    assert _RedactingFilter().filter(record)
+    assert RedactingFilter().filter(record)
     assert record.getMessage() == "Worker (pid:42) was sent SIGKILL! Perhaps out of memory?"
 
 
@@ -355,10 +355,18 @@ def test_debug_page_in_chromium_shows_the_latest_events_across_workers(
     page = dom.stdout
     positions = [page.index(f"Debug Event {i}") for i in range(6)]
     assert positions == sorted(positions, reverse=True), "newest first"
-    assert "rejected: invalid_write_key" in page
+    assert "<b>invalid_write_key</b>" in page
     assert WRITE_KEY not in page and "<script>alert" not in page
     assert "&lt;/textarea&gt;&lt;script&gt;alert(2)" in page
     assert "127.0.0.0" in page and "127.0.0.1" not in page  # anonymised
+
+    # Given time, the page's own script runs under its CSP and replaces the rows (only them) from /rows.
+    later = subprocess.run([chromium, *CHROMIUM_FLAGS, profile, "--virtual-time-budget=5000", "--dump-dom", ops + "/"],
+                           capture_output=True, text=True, timeout=90)
+    assert later.returncode == 0 and "Content Security Policy" not in later.stderr, later.stderr
+    assert 'id="refreshed">at load<' not in later.stdout and re.search(r'id="refreshed">\d\d:\d\d:\d\d<', later.stdout)
+    # Rows, not "no events yet" (a worker a browser's idle connection held past its timeout may have been replaced).
+    assert re.search(r"Debug Event \d", later.stdout) and '<form method="post" action="/explain">' in later.stdout
 
     shot = tmp_path / "page.png"
     done = subprocess.run([chromium, *CHROMIUM_FLAGS, profile, "--window-size=1200,900", f"--screenshot={shot}",

@@ -1,6 +1,7 @@
 """build_pixel_url: what it builds decodes, through the middleware, to the fields it was given."""
 from __future__ import annotations
 
+import unicodedata
 import warnings
 from datetime import datetime, timezone
 
@@ -22,6 +23,14 @@ TYPES = {
 REQUIRES_IDENTITY = {"rudderstack", "segment"}
 
 ids = st.text(min_size=1, max_size=20)
+#: Default-ignorable code points outside categories Cc and Cf (Unicode's DerivedCoreProperties.txt).
+IGNORABLE = [(0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x2065, 0x2065),
+             (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0xE0000, 0xE0FFF)]
+
+
+def invisible(c: str) -> bool:
+    """What a RudderStack messageId loses: control, format and default-ignorable characters."""
+    return unicodedata.category(c) in ("Cc", "Cf") or any(low <= ord(c) <= high for low, high in IGNORABLE)
 names = st.text(min_size=1, max_size=20)
 flat_keys = st.text(min_size=1, max_size=8).filter(lambda k: "." not in k)
 flat_scalars = (
@@ -53,8 +62,10 @@ def calls(draw, dialect):
     if type_ == "track" or draw(st.booleans()):
         call["event"] = draw(no_commas.filter(bool) if dialect == "mparticle" else names)
     id_values = ids.filter(lambda s: "," not in s) if dialect == "mparticle" else ids
-    if dialect == "rudderstack":
-        id_values = id_values.filter(lambda s: s.strip('"') == s)  # rudder-server strips quotes, and so do we
+    message_ids = ids
+    if dialect == "rudderstack":  # rudder-server's rules, which the dialect's encoder refuses to break
+        id_values = id_values.filter(lambda s: not s.isspace() and not (len(s) > 1 and s[0] == s[-1] == '"'))
+        message_ids = ids.filter(lambda s: s == s.strip() and not any(invisible(c) for c in s))
     user, anonymous = draw(st.sampled_from([(1, 0), (0, 1), (1, 1), (0, 0)]))
     if user or type_ == "alias":
         call["user_id"] = draw(id_values)
@@ -71,7 +82,7 @@ def calls(draw, dialect):
     if dialect != "mparticle" and draw(st.booleans()):
         call["context"] = draw(objects.filter(lambda c: not {"ip", "traits", "pixel"} & set(c)))  # the server's own
     if dialect != "mparticle" and draw(st.booleans()):
-        call["message_id"] = draw(ids)
+        call["message_id"] = draw(message_ids)
     if draw(st.booleans()):
         call["timestamp"] = draw(timestamps)
     for field in ("properties", "traits", "context"):
@@ -155,6 +166,11 @@ def test_long_urls_warn_and_overlong_ones_raise():
         pytest.param({"write_key": "k/x", "dialect": "mparticle"}, "no '/'", id="slash-in-key"),
         pytest.param({"write_key": "k", "dialect": "segment", "properties": {"a": object()}}, "JSON only", id="not-json"),
         pytest.param({"write_key": "k", "dialect": "nope"}, "unknown dialect", id="unknown"),
+        pytest.param({"write_key": "k", "dialect": "rudderstack", "anonymous_id": "\t"}, "blank anonymousId", id="rudder-blank-id"),
+        pytest.param({"write_key": "k", "dialect": "rudderstack", "anonymous_id": '"a"'}, "double quotes",
+                     id="rudder-quoted-anonymous-id"),
+        pytest.param({"write_key": "k", "dialect": "rudderstack", "message_id": "m\u200b"}, "invisible characters",
+                     id="rudder-invisible-message-id"),
     ],
 )
 def test_what_a_dialect_cannot_carry_raises(kwargs, message):

@@ -27,6 +27,7 @@ What it shows:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import threading
 from collections import Counter
@@ -37,6 +38,7 @@ from flask import Flask, abort, jsonify, render_template, request
 
 from flask_pixel import Pixel
 from pixel_middleware import event_received
+from pixel_middleware.server import RedactingFilter
 
 CAMPAIGNS: Dict[str, Dict[str, str]] = {
     "spring-sale": {"subject": "Spring sale: 20% off everything", "body": "Our spring sale starts today."},
@@ -103,7 +105,8 @@ class OpenCounter:
 
 def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     """The app factory: defaults, then the environment, then ``config`` (tests pass a sink here)."""
-    app = Flask(__name__)
+    # The email's images (static/) are served where its links lead, under the shop's pages.
+    app = Flask(__name__, static_url_path="/shop/static")
     # SECRET_KEY signs the pixel and click URLs too: set a real one (environment) outside a demo.
     app.config.update(
         PIXEL_SINK="log:", PIXEL_WRITE_KEY="demo-key", PIXEL_BASE_URL="http://127.0.0.1:5000", SECRET_KEY="demo-only-secret"
@@ -172,6 +175,8 @@ def main() -> None:
     config = {}
     if "PIXEL_BASE_URL" not in os.environ:
         config["PIXEL_BASE_URL"] = f"http://{args.host}:{args.port}"
+    # werkzeug's access log prints each request line, and pixel URLs carry write keys: hidden.
+    logging.getLogger("werkzeug").addFilter(RedactingFilter())
     create_app(config).run(host=args.host, port=args.port, threaded=True)
 
 

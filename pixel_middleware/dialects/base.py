@@ -38,6 +38,21 @@ class Dialect:
         """
         return True
 
+    #: Where a request of this dialect carries its write key, for the rejection of one that has none.
+    write_key_param: str = ""
+
+    def carries_write_key(self, params: Mapping[str, str], route: Mapping[str, str]) -> bool:
+        """Whether the request may hold a write key in this dialect's form (``False``: it surely holds none).
+
+        A request that none of its route's dialects finds a key in is
+        rejected as ``missing_write_key`` whatever else is wrong with it:
+        that is the first thing its sender must fix, and a compact URL
+        without ``wk`` would otherwise be read as Segment's and rejected for
+        Segment's reasons. The default, ``True``, claims nothing for
+        dialects that do not say.
+        """
+        return True
+
     def decode(self, params: Dict[str, str], route: Mapping[str, str]) -> Tuple[Event, Optional[str]]:
         """Return ``(event, write_key)`` or raise :class:`~pixel_middleware.DecodeError`.
 

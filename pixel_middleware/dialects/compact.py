@@ -47,8 +47,13 @@ class Compact(Dialect):
     name = "compact"
     routes = {**{f"/v1/pixel/{t}": {"type": t} for t in _TYPES}, "/v1/click": {"type": "track", "click": "1"}}
 
+    write_key_param = "wk"
+
     def claims(self, params: Mapping[str, str]) -> bool:
         return "wk" in params
+
+    def carries_write_key(self, params: Mapping[str, str], route: Mapping[str, str]) -> bool:
+        return bool(params.get("wk"))
 
     def decode(self, params: Dict[str, str], route: Mapping[str, str]) -> Tuple[Event, Optional[str]]:
         event = _FLAT(params)

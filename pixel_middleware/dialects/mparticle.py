@@ -78,6 +78,7 @@ def _location(text_: str) -> Dict[str, float]:
 class MParticle(Dialect):
     name = "mparticle"
     routes = {"/v1/<api_key>/Pixel": {}}
+    write_key_param = "the path's API key"
 
     def decode(self, params: Dict[str, str], route: Mapping[str, str]) -> Tuple[Event, Optional[str]]:
         dt = params.get("dt")

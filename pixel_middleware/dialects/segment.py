@@ -132,6 +132,10 @@ def _json_event(payload: Dict[str, Any]) -> Event:
 class Segment(Dialect):
     name = "segment"
     routes = {f"/v1/pixel/{t}": {"type": t} for t in _TYPES}
+    write_key_param = "writeKey (or in data)"
+
+    def carries_write_key(self, params: Mapping[str, str], route: Mapping[str, str]) -> bool:
+        return bool(params.get("writeKey")) or "data" in params  # data= may hold one: decode finds out
 
     def decode(self, params: Dict[str, str], route: Mapping[str, str]) -> Tuple[Event, Optional[str]]:
         data = params.get("data")
@@ -146,6 +150,8 @@ class Segment(Dialect):
             write_key = payload.get("writeKey") or params.get("writeKey")
             if write_key is not None and type(write_key) is not str:
                 raise DecodeError("invalid_value", "writeKey must be a string")
+        if not write_key:  # before finish()'s checks: the first thing to fix (see Dialect.carries_write_key)
+            raise DecodeError("missing_write_key", "the request carries no write key")
         return finish(event, route["type"], require_identity=True), write_key
 
     def encode(self, event: Event, write_key: Optional[str]) -> Tuple[str, Pairs]:

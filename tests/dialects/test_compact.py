@@ -76,7 +76,7 @@ def test_wk_marks_compact_on_the_shared_route(accept):
     [
         pytest.param("wk=k&uid=u", "missing_event", id="track-without-e"),
         pytest.param("wk=&e=E&uid=u", "missing_write_key", id="empty-wk"),
-        pytest.param("e=E&uid=u", "missing_event", id="no-wk-means-segment-where-e-means-nothing"),
+        pytest.param("e=E&uid=u", "missing_write_key", id="no-wk-is-missing-wk-not-a-segment-missing-event"),
         pytest.param("wk=k&e=E&ts=1740493800000.5", "invalid_timestamp", id="fractional-ts"),
         pytest.param("wk=k&e=E&ts=-5", "invalid_timestamp", id="negative-ts"),
         pytest.param("wk=k&e=E&p.a=1&p.a.b=2", "conflicting_parameters", id="conflict"),
@@ -91,5 +91,6 @@ def test_group_needs_gid(reject):
 
 
 def test_screen_and_alias_are_not_compact_routes(reject):
-    # They are Segment's routes, where `wk` and `uid` mean nothing.
-    assert reject("/v1/pixel/screen?wk=k&uid=u") == "missing_identity"
+    # They are Segment's routes, where `wk` and `uid` mean nothing: the key is missing in Segment's form.
+    assert reject("/v1/pixel/screen?wk=k&uid=u") == "missing_write_key"
+    assert reject("/v1/pixel/screen?writeKey=k&uid=u") == "missing_identity"

@@ -1,6 +1,8 @@
 """RudderStack's documented pixel calls (seeds 000 and 001) decode to the documented events."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import documented
@@ -130,7 +132,6 @@ def test_page_example_keeps_its_own_user_agent_and_ip_comes_from_the_request(acc
 @pytest.mark.parametrize(
     "query, check",
     [
-        pytest.param("anonymousId=%22quoted%22&event=E", lambda e: e["anonymousId"] == "quoted", id="quotes-stripped"),
         pytest.param("userId=u1&event=first&event=second", lambda e: e["event"] == "first", id="first-of-repeated"),
         pytest.param("userId=804827945997959209&event=E&properties.id=804827945997959209",
                      lambda e: e["userId"] == "804827945997959209" and e["properties"]["id"] == "804827945997959209",
@@ -152,6 +153,68 @@ def test_track_rules(accept, query, check):
 
 def test_empty_page_name_is_unknown_page(accept):
     assert accept("/pixel/v1/page?writeKey=WK&userId=u&name=")["name"] == "Unknown Page"
+
+
+def test_a_page_without_a_name_parameter_keeps_no_name(accept):
+    """rudder-server names a page only when ``name`` is sent empty; one never sent stays unnamed."""
+    assert "name" not in accept("/pixel/v1/page?writeKey=WK&userId=u&properties.path=%2Fa")
+
+
+@pytest.mark.parametrize(
+    "sent, kept",
+    [
+        pytest.param("%22abc%22", "abc", id="one-pair"),
+        pytest.param("%22abc", '"abc', id="leading-only"),
+        pytest.param("abc%22", 'abc"', id="trailing-only"),
+        pytest.param("%22%22abc%22%22", '"abc"', id="two-pairs-lose-one"),
+        pytest.param("%22", '"', id="a-lone-quote"),
+        pytest.param("a%22b", 'a"b', id="inside"),
+    ],
+)
+def test_anonymous_id_loses_one_pair_of_surrounding_quotes(accept, sent, kept):
+    assert accept(f"/pixel/v1/track?writeKey=WK&event=E&anonymousId={sent}")["anonymousId"] == kept
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        pytest.param("anonymousId=%20", id="space-anonymousId"),
+        pytest.param("userId=%20%09", id="space-tab-userId"),
+        pytest.param("userId=%0A&anonymousId=%E3%80%80", id="newline-and-ideographic-space"),
+        pytest.param("anonymousId=%22%20%22", id="quoted-space"),
+        pytest.param("anonymousId=%22%22", id="quoted-nothing"),
+    ],
+)
+def test_a_blank_identifier_is_absent(reject, ids):
+    assert reject(f"/pixel/v1/track?writeKey=WK&event=E&{ids}") == "missing_identity"
+
+
+def test_a_blank_identifier_beside_a_real_one_is_dropped(accept):
+    event = accept("/pixel/v1/track?writeKey=WK&event=E&userId=%20&anonymousId=a-1")
+    assert "userId" not in event and event["anonymousId"] == "a-1"
+
+
+@pytest.mark.parametrize(
+    "sent, kept",
+    [
+        pytest.param("m-1", "m-1", id="plain"),
+        pytest.param("%20m-1%09", "m-1", id="surrounding-whitespace"),
+        pytest.param("m%00-1", "m-1", id="nul"),
+        pytest.param("m%CD%8F-1", "m-1", id="combining-grapheme-joiner"),
+        pytest.param("%EF%BB%BFm-%E2%80%8B1%E2%80%8E", "m-1", id="bom-zero-width-space-lrm"),
+        pytest.param("m-1%C2%AD%F3%A0%80%81", "m-1", id="soft-hyphen-language-tag"),
+        pytest.param("m%7F-%C2%851", "m-1", id="del-and-c1-control"),
+        pytest.param("m%20%C3%A9-1", "m \u00e9-1", id="visible-text-kept"),
+    ],
+)
+def test_message_id_loses_invisible_characters(accept, sent, kept):
+    assert accept(f"/pixel/v1/track?writeKey=WK&event=E&userId=u&messageId={sent}")["messageId"] == kept
+
+
+@pytest.mark.parametrize("sent", ["%20", "%00", "%E2%80%8B%20%CD%8F", "%EF%BB%BF"])
+def test_a_blank_message_id_gets_a_generated_one(accept, sent):
+    generated = accept(f"/pixel/v1/track?writeKey=WK&event=E&userId=u&messageId={sent}")["messageId"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", generated)
 
 
 @pytest.mark.parametrize(

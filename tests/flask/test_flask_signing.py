@@ -112,12 +112,30 @@ def test_allowed_hosts_setting_without_a_key(make_app: Callable[..., Flask], pix
     app = make_app(PIXEL_BASE_URL="https://mail.example", PIXEL_CLICK_ALLOWED_HOSTS="shop.example, *.cdn.example")
     with app.app_context():
         allowed = flask_pixel.click_url("https://img.cdn.example/x", "u1")
-        refused = flask_pixel.click_url("https://evil.example/", "u1")
+        with pytest.raises(ValueError, match="PIXEL_CLICK_ALLOWED_HOSTS"):
+            flask_pixel.click_url("https://evil.example/", "u1")  # the route would refuse it
     assert "sig=" not in allowed
     assert get(app, allowed).status_code == 302
+    refused = allowed.replace("img.cdn.example", "evil.example")
     response = get(app, refused)
     assert response.status_code == 400 and "Location" not in response.headers
     assert app.extensions["pixel"].collector.rejections == {"unsafe_redirect": 1}
+
+
+def test_without_a_key_or_allowed_hosts_click_urls_are_refused_when_built(make_app: Callable[..., Flask]) -> None:
+    """Every click on them would answer 400 "This link cannot be followed": say so while building."""
+    app = make_app(PIXEL_BASE_URL="https://mail.example")  # PIXEL_WRITE_KEY, no SECRET_KEY, no allowed hosts
+    with app.app_context():
+        with pytest.raises(ValueError) as refused:
+            flask_pixel.click_url("https://shop.example/", "u1")
+        for name in ("PIXEL_SIGNING_KEY", "SECRET_KEY", "PIXEL_CLICK_ALLOWED_HOSTS"):
+            assert name in str(refused.value)
+        with pytest.raises(ValueError, match="PIXEL_CLICK_ALLOWED_HOSTS"):
+            flask_pixel.track_links('<p><a href="https://shop.example/sale">Sale</a></p>', "u1")
+        with pytest.raises(ValueError, match="PIXEL_CLICK_ALLOWED_HOSTS"):
+            app.jinja_env.from_string('{{ "<a href=\'https://shop.example/\'>s</a>"|track_links }}').render()
+        # Links that are never rewritten need nothing.
+        assert flask_pixel.track_links('<a href="mailto:a@b.example">m</a>') == '<a href="mailto:a@b.example">m</a>'
 
 
 # -- PIXEL_BASE_URL over the request's Host ----------------------------------

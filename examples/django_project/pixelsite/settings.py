@@ -16,3 +16,18 @@ USE_TZ = True
 PIXEL_SINK = os.environ.get("PIXEL_SINK", "log:")
 #: The write keys the pixel routes accept.
 PIXEL_WRITE_KEYS = [key.strip() for key in os.environ.get("PIXEL_WRITE_KEYS", "demo-key").split(",") if key.strip()]
+
+#: runserver's access log (the django.server logger) prints each request line, and pixel URLs
+#: carry write keys: the query strings are hidden, the rest is logged as Django does.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"hide_queries": {"()": "pixel_middleware.server.RedactingFilter"}},
+    "formatters": {
+        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
+    },
+    "handlers": {
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "filters": ["hide_queries"]},
+    },
+    "loggers": {"django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False}},
+}
