@@ -401,10 +401,6 @@ def python_label(o: Option) -> str:
     return o.name
 
 
-def config_label(o: Option) -> str:
-    return o.key or o.name
-
-
 def serve_label(o: Option) -> str:
     return f"{o.flag} / {o.key}" if o.flag else (o.key or o.name)
 
@@ -467,7 +463,8 @@ def docstring(*scopes: str) -> str:
     return "\n".join(lines)
 
 
-def _default_text(o: Option, serve: bool = False) -> str:
+def default_text(o: Option, serve: bool = False) -> str:
+    """How the docs and ``--help`` read ``o``'s default (``serve``'s, with ``serve``)."""
     if o.default_doc:
         return o.default_doc
     value = o.serve_default if serve and o.serve_default is not None else o.default
@@ -482,11 +479,11 @@ def markdown(table: str) -> str:
     """One of the README's option tables: ``"config"`` (Flask and Django keys) or ``"serve"`` (flags and environment)."""
     if table == "config":
         rows = ["| key | default | meaning |", "| --- | --- | --- |"]
-        rows += [f"| `{o.key}` | {_default_text(o)} | {o.doc}{' (a secret: never shown)' if o.secret else ''}. |"
+        rows += [f"| `{o.key}` | {default_text(o)} | {o.doc}{' (a secret: never shown)' if o.secret else ''}. |"
                  for o in OPTIONS if o.key and o.scope in ("pipeline", "urls")]
     elif table == "serve":
         rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
-        rows += [f"| `{o.flag}` | `{o.key}` | {_default_text(o, serve=True)} | {o.doc}. |"
+        rows += [f"| `{o.flag}` | `{o.key}` | {default_text(o, serve=True)} | {o.doc}. |"
                  for o in OPTIONS if o.flag]
     else:
         raise ValueError(f"no table {table!r}: 'config' or 'serve'")

@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_argument(parser: argparse.ArgumentParser, option: Option) -> None:
-    default = table._default_text(option, serve=True).replace("`", "")
+    default = table.default_text(option, serve=True).replace("`", "")
     kwargs: Dict[str, Any] = {"dest": option.name, "default": None,
                               "help": f"{option.doc.replace('`', '')} (default: {default}; ${option.env})"}
     if option.kind == "bool":

@@ -72,6 +72,7 @@ def build_pixel_url(
     Warns with :class:`PixelUrlWarning` past 2,000 characters; raises
     :class:`ValueError` past the collector's 32 KB query limit.
     """
+    signing_key = _key(signing_key)
     fields: Event = {"type": type}
     fields["event" if type == "track" else "name"] = event
     for key, value in (
@@ -117,6 +118,7 @@ def build_click_url(
 
     Click URLs carry no cache buster: each click is a new request anyway.
     """
+    signing_key = _key(signing_key)
     host = target_host(target_url)
     if host is None:
         raise ValueError("the click target must be an absolute http(s) URL the click route will follow")
@@ -139,9 +141,12 @@ def build_click_url(
     return _finish(base_url, "/v1/click", pairs, False, signing_key)
 
 
+def _key(signing_key: Optional[Key]) -> Optional[Key]:
+    """A blank key is an error, not "unsigned": the routes refuse it too (see :mod:`pixel_middleware.options`)."""
+    return option("signing_key").check(signing_key)
+
+
 def _finish(base_url: str, path: str, pairs: Pairs, cache_buster: Union[bool, str], signing_key: Optional[Key]) -> str:
-    # A blank key is an error, not "unsigned": the routes refuse it too (see pixel_middleware.options).
-    signing_key = option("signing_key").check(signing_key)
     query = signed_query(signing_key, path, pairs) if signing_key else urlencode(pairs)
     if cache_buster:
         cb = urlencode([("cb", cache_buster if isinstance(cache_buster, str) else secrets.token_hex(4))])

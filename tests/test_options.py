@@ -92,9 +92,9 @@ def test_flask_without_secret_key_still_means_no_signing() -> None:
 
 def test_a_forged_empty_key_signature_is_no_longer_possible_anywhere() -> None:
     """What an attacker did: sign with "" and be recorded as signed, and redirect anywhere."""
-    with pytest.raises(ValueError, match="signing_key"):
+    with pytest.raises(ValueError, match="signing_key is blank"):
         build_pixel_url("http://x.test", "Opened", user_id="u", write_key="k", signing_key="")
-    with pytest.raises(ValueError, match="signing_key"):
+    with pytest.raises(ValueError, match="signing_key is blank"):  # the key's fault, not the host's
         build_click_url("http://x.test", "https://evil.test/", user_id="u", write_key="k", signing_key="")
 
 
@@ -264,6 +264,6 @@ def test_an_added_row_reaches_every_front_door(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(table, "OPTIONS", (*table.OPTIONS, row))
     monkeypatch.setitem(table._BY_NAME, "extra_window", row)
     with pytest.raises(ValueError, match="^PIXEL_EXTRA_WINDOW must be above 0"):
-        table.resolve({"extra_window": "0"}, label=table.config_label)
+        table.resolve({"extra_window": "0"}, label=lambda o: o.key)
     assert table.resolve({"extra_window": "1.5"})["extra_window"] == 1.5
     assert "PIXEL_EXTRA_WINDOW" in table.markdown("config") and "--extra-window" in table.markdown("serve")
