@@ -435,6 +435,47 @@ def resolve(
     return settings
 
 
+def from_config(
+    config: Mapping[str, Any],
+    given: Optional[Mapping[str, Any]] = None,
+    *,
+    label: Callable[[str], str] = lambda name: name,
+) -> Dict[str, Any]:
+    """The pipeline and URL options of a framework's config (Flask's ``app.config``, Django's settings).
+
+    Each option from ``given`` (keywords, named in errors by ``label``),
+    else its ``PIXEL_*`` key in ``config``, checked by :func:`resolve`. The
+    frameworks' shared conventions on top: the signing key defaults to
+    ``SECRET_KEY`` (and its fallbacks to ``SECRET_KEY_FALLBACKS``), checked
+    under those names: a blank ``SECRET_KEY`` is an error, a config without
+    one signs nothing. ``PIXEL_SIGNING_KEY = False`` turns signing off.
+    Unset ``PIXEL_WRITE_KEYS`` with a ``PIXEL_WRITE_KEY`` accepts that key
+    only, rather than any.
+    """
+    given = given or {}
+    values: Dict[str, Any] = {}
+    labels: Dict[str, str] = {}
+    for o in OPTIONS:
+        if not o.key or o.scope not in ("pipeline", "urls"):
+            continue
+        if o.name in given:
+            values[o.name], labels[o.name] = given[o.name], label(o.name)
+        else:
+            values[o.name], labels[o.name] = config.get(o.key), o.key
+    if values["signing_key"] is None:
+        values["signing_key"], labels["signing_key"] = config.get("SECRET_KEY"), "SECRET_KEY"
+        if values["signing_key_fallbacks"] is None:
+            values["signing_key_fallbacks"] = config.get("SECRET_KEY_FALLBACKS")
+            labels["signing_key_fallbacks"] = "SECRET_KEY_FALLBACKS"
+    elif values["signing_key"] is False:
+        values["signing_key_fallbacks"] = None
+    settings = resolve(values, ("pipeline", "urls"), label=lambda o: labels.get(o.name, o.key or o.name))
+    if settings["write_keys"] is None and settings["write_key"]:
+        # The app's own key only, rather than any key: set PIXEL_WRITE_KEYS to widen it.
+        settings["write_keys"] = [settings["write_key"]]
+    return settings
+
+
 def _together(settings: Mapping[str, Any], label: Callable[[Option], str]) -> None:
     """What no single value shows: options that contradict each other."""
     if settings.get("require_signature") and not settings.get("signing_key"):
@@ -445,6 +486,11 @@ def _together(settings: Mapping[str, Any], label: Callable[[Option], str]) -> No
         if key and keys is not None and not callable(keys) and key not in keys:
             raise ValueError(f"{label(_BY_NAME['write_key'])} is not among {label(_BY_NAME['write_keys'])}: "
                              "every URL the app builds would be rejected")
+    if "url_dialect" in settings and "dialects" in settings:
+        dialect, dialects = settings["url_dialect"], settings["dialects"]
+        if dialects is not None and dialect.name not in {d.name for d in dialects}:
+            raise ValueError(f"{label(_BY_NAME['url_dialect'])} {dialect.name!r} is not enabled in "
+                             f"{label(_BY_NAME['dialects'])}: the site would build URLs it does not answer")
     if "debug_page" in settings and settings["debug_page"] and not settings["ops_port"]:
         raise ValueError(f"{label(_BY_NAME['debug_page'])} is served on the ops port: set "
                          f"{label(_BY_NAME['ops_port'])}")

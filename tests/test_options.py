@@ -219,7 +219,7 @@ def test_print_config_tells_unset_secrets_from_set_ones() -> None:
 # -- one table behind every front door --------------------------------------------------------
 
 def test_serve_flask_and_the_middleware_read_the_same_rows() -> None:
-    from flask_pixel import SETTINGS
+    from flask_pixel.extension import SETTINGS
     from pixel_middleware.server import SERVE_OPTIONS
 
     pipeline = set(table.names("pipeline"))
