@@ -17,7 +17,7 @@ the machine; the ratios are what to compare across runs.
 
 For the RudderStack example, also "middleware signed": the same request with a
 ``sig`` parameter, through a middleware with a signing key (the signature step
-of pixel_middleware.signing). Target: at most 5 us over the unsigned figure.
+of pixel_middleware.pipeline.steps.signing). Target: at most 5 us over the unsigned figure.
 
 Then the cost of each pipeline step on the RudderStack example, called alone
 on the decoded event, and the middleware with its default steps against the
@@ -58,8 +58,8 @@ from werkzeug.test import EnvironBuilder
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from pixel_middleware import FileSink, MemorySink, PixelMiddleware  # noqa: E402
-from pixel_middleware.gif import GIF, GIF_HEADERS  # noqa: E402
-from pixel_middleware.signing import signed_query  # noqa: E402
+from pixel_middleware.core.gif import GIF, GIF_HEADERS  # noqa: E402
+from pixel_middleware.pipeline.steps.signing import signed_query  # noqa: E402
 
 SIGNING_KEY = "bench-signing-key"
 
@@ -144,8 +144,8 @@ def per_request(app: Callable, environ: Dict, loops: int, repeats: int) -> float
 
 def checks_cost(loops: int) -> None:
     """What issue 11's validation adds per request, measured alone against the same work without it."""
-    from pixel_middleware.dialects import segment as seg
-    from pixel_middleware.events import coerce_number
+    from pixel_middleware.pipeline.dialects import segment as seg
+    from pixel_middleware.core.events import coerce_number
 
     text = base64.urlsafe_b64decode(SEGMENT[1][5:] + "==").decode()
     rows = []
@@ -183,9 +183,9 @@ def per_call(call: Callable[[int], None], loops: int, repeats: int) -> float:
 
 
 def steps(loops: int, repeats: int) -> None:
-    from pixel_middleware.agents import AgentStep, _by_user_agent
-    from pixel_middleware.dedup import MemoryDedup
-    from pixel_middleware.privacy import PrivacyStep
+    from pixel_middleware.pipeline.steps.agents import AgentStep, _by_user_agent
+    from pixel_middleware.pipeline.steps.dedup import MemoryDedup
+    from pixel_middleware.pipeline.steps.privacy import PrivacyStep
 
     path, query = RUDDERSTACK
     user_agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
@@ -211,8 +211,8 @@ def steps(loops: int, repeats: int) -> None:
         ("dedup memory", per_call(lambda i: dedup(events[next(counter)], dedup_hit), loops, repeats)),
     ]
     # Not a step: what building the event from the parameters costs, name by name and compiled for the layout.
-    from pixel_middleware.dialects.rudderstack import _FLAT
-    from pixel_middleware.events import parse_query
+    from pixel_middleware.pipeline.dialects.rudderstack import _FLAT
+    from pixel_middleware.core.events import parse_query
 
     params = parse_query(query)
     _FLAT(params), _FLAT(params)  # seen twice: compiled
@@ -275,8 +275,7 @@ def agent_cost(quick: bool) -> None:
     """The agent step with its cache cleared before every call: what a never-seen user agent costs."""
     from crawlerdetect import CrawlerDetect
 
-    from pixel_middleware import agents
-
+    from pixel_middleware.pipeline.steps import agents
     step = agents.AgentStep()
     event: Dict = {"context": {}}
     route = type("Route", (), {"click": False})()

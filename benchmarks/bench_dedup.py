@@ -12,7 +12,7 @@ Prints, measured in this run:
 - the memory the LRU holds at 100,000 keys (its size, ``MEMORY_SIZE``),
   measured with tracemalloc, and that it stays there when a client keeps
   sending new ids: the bound holds, the guarantee for old keys does not (see
-  :mod:`pixel_middleware.dedup`).
+  :mod:`pixel_middleware.pipeline.steps.dedup`).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
 from pixel_middleware import MemorySink, PixelMiddleware  # noqa: E402
-from pixel_middleware.dedup import MEMORY_SIZE, MemoryDedup  # noqa: E402
-from pixel_middleware.dialects import get_dialect  # noqa: E402
+from pixel_middleware.pipeline.steps.dedup import MEMORY_SIZE, MemoryDedup  # noqa: E402
+from pixel_middleware.pipeline.dialects import get_dialect  # noqa: E402
 
 from bench_core import per_call  # noqa: E402  (beside this file)
 

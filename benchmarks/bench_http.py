@@ -44,7 +44,7 @@ from typing import Dict, List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pixel_middleware.gif import GIF, GIF_HEADERS  # noqa: E402
+from pixel_middleware.core.gif import GIF, GIF_HEADERS  # noqa: E402
 
 PATH = "/pixel/v1/track"
 QUERY = (
@@ -88,7 +88,7 @@ def start(kind: str, port: int, events_file: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": ROOT}
     if kind == "bare":
         # Here, not at the top: gunicorn imports this module for the bare app, which should load nothing more.
-        from pixel_middleware.server import SYNC_WORKER
+        from pixel_middleware.server.serve import SYNC_WORKER
 
         # serve's worker class (gunicorn's sync worker, which tells an app with idle() when no
         # request waits): the same worker settings for both; the bare app has no idle().

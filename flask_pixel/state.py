@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, current_app, has_request_context, 
 from werkzeug.routing import Rule
 
 from pixel_middleware import Collector
-from pixel_middleware.collector import Match, Route
+from pixel_middleware.pipeline.collector import Match, Route
 from pixel_middleware.options import names
 from pixel_middleware.templates import TemplateHelpers
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .collector import Collector
-from .dialects import Dialect
-from .events import DecodeError
-from .metrics import metrics_app
+from .pipeline.collector import Collector
+from .pipeline.dialects import Dialect
+from .core.events import DecodeError
+from .pipeline.metrics import metrics_app
 from .middleware import PixelMiddleware
-from .signals import event_received, event_rejected
+from .core.signals import event_received, event_rejected
 from .sinks import FanoutSink, FileSink, LogSink, MemorySink, Sink, sink_from_url
-from .urls import PixelUrlWarning, build_click_url, build_pixel_url
+from .pipeline.urls import PixelUrlWarning, build_click_url, build_pixel_url
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401 - the package's version, where tools look for it
 
 _LAZY = {"KafkaSink": "pixel_middleware.sinks.kafka", "HttpSink": "pixel_middleware.sinks.http"}
 

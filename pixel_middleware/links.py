@@ -21,7 +21,7 @@ from typing import Callable, List, Optional, Tuple
 
 from markupsafe import escape
 
-from .clicks import target_host
+from .pipeline.clicks import target_host
 
 #: Put this attribute on a link to leave it untracked (unsubscribe links, for instance).
 SKIP_ATTRIBUTE = "data-pixel-skip"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-from .collector import Collector
+from .pipeline.collector import Collector
 
 
 class PixelMiddleware:

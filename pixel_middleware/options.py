@@ -257,7 +257,7 @@ def _dedup(option: Option, value: Any) -> Any:
 
 
 def _dialect(option: Option, value: Any) -> Any:
-    from .dialects import get_dialect
+    from .pipeline.dialects import get_dialect
 
     try:
         return get_dialect(_text(option, value) if isinstance(value, str) else value)
@@ -266,7 +266,7 @@ def _dialect(option: Option, value: Any) -> Any:
 
 
 def _dialects(option: Option, value: Any) -> List[Any]:
-    from .dialects import Dialect, get_dialect
+    from .pipeline.dialects import Dialect, get_dialect
 
     if isinstance(value, Dialect):
         value = [value]

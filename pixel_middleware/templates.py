@@ -19,11 +19,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from markupsafe import Markup, escape
 
-from .clicks import CLICK_EVENT
-from .dialects import get_dialects
+from .core.events import CLICK_EVENT
+from .pipeline.dialects import get_dialects
 from .links import rewrite_links
 from .options import names, resolve
-from .urls import build_click_url, build_pixel_url
+from .pipeline.urls import build_click_url, build_pixel_url
 
 try:  # a Jinja undefined is nobody and nothing; Jinja is not needed otherwise
     from jinja2 import Undefined as _Undefined

@@ -37,8 +37,8 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
 from pixel_middleware import MemorySink, PixelMiddleware
-from pixel_middleware import agents, crawlers
-from pixel_middleware.agents import AGENTS, MACHINE_AGENTS, classify
+from pixel_middleware.pipeline.steps import agents, crawlers
+from pixel_middleware.pipeline.steps.agents import AGENTS, MACHINE_AGENTS, classify
 from tests.conftest import downstream_app, fire
 
 GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"

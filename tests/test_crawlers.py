@@ -18,8 +18,8 @@ from crawlerdetect import CrawlerDetect, providers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pixel_middleware import crawlers
-from pixel_middleware.crawlers import _sre, fold, rewrite
+from pixel_middleware.pipeline.steps import crawlers
+from pixel_middleware.pipeline.steps.crawlers import _sre, fold, rewrite
 
 PATTERNS = [*providers.crawlers.data, *providers.exclusions.data]
 #: Characters whose meaning differs between Python's re (Unicode, IGNORECASE) and RE2 or a plain lower().

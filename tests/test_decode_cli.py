@@ -6,7 +6,7 @@ import json
 import pytest
 
 from pixel_middleware import build_pixel_url
-from pixel_middleware.cli import main
+from pixel_middleware.server.cli import main
 
 URL = build_pixel_url("http://x.test/", "Signup", user_id="u1", write_key="WK-secret")
 

@@ -11,8 +11,8 @@ import pytest
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url
-from pixel_middleware import dedup as dedup_module
-from pixel_middleware.dedup import MemoryDedup
+from pixel_middleware.pipeline.steps import dedup as dedup_module
+from pixel_middleware.pipeline.steps.dedup import MemoryDedup
 from tests.conftest import downstream_app, fire
 from tests.helpers import USER_AGENT, free_port, wait_until
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pixel_middleware.events import DecodeError, coerce_number, parse_timestamp
+from pixel_middleware.core.events import DecodeError, coerce_number, parse_timestamp
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_unquote_agrees_with_the_standard_library(text):
     """parse_query's C-speed percent-decoding is unquote_plus for every well-formed escape."""
     from urllib.parse import unquote_to_bytes
 
-    from pixel_middleware.events import _BAD_PERCENT, _unquote
+    from pixel_middleware.core.events import _BAD_PERCENT, _unquote
 
     if _BAD_PERCENT.search(text):
         return  # parse_query refuses these before decoding
@@ -118,7 +118,7 @@ def test_unquote_agrees_with_the_standard_library(text):
 def test_parse_query_agrees_with_parse_qsl(query):
     from urllib.parse import parse_qsl
 
-    from pixel_middleware.events import parse_query
+    from pixel_middleware.core.events import parse_query
 
     expected = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
@@ -142,7 +142,7 @@ odd_ascii_query = st.lists(
 @example("==&")  # as many "=" as pieces, but not one each: never given to it
 def test_the_one_pass_split_reads_a_query_as_the_general_one_does(query):
     """Whatever _split_simple takes on (escapes valid by length, not by pattern) it reads as _split does."""
-    from pixel_middleware.events import _TWO_EQUALS, _split, _split_simple
+    from pixel_middleware.core.events import _TWO_EQUALS, _split, _split_simple
 
     count = query.count("&") + 1
     try:
@@ -161,8 +161,8 @@ def test_now_is_the_clock_to_the_millisecond_across_reused_milliseconds_and_seco
     """now() reuses its text within a millisecond and its date within a second, never beyond."""
     import time as real_time
 
-    from pixel_middleware import events
-    from pixel_middleware.events import format_epoch_ms, now
+    from pixel_middleware.core import events
+    from pixel_middleware.core.events import format_epoch_ms, now
 
     moments = [1740493800123, 1740493800123, 1740493800124, 1740493800999, 1740493801000, 1740493801000,
                1740493860000, 1740493800123]  # the last one goes back: a clock set backwards
@@ -186,7 +186,7 @@ def test_new_id_is_a_uuid4_and_differs_in_a_forked_worker():
     import os
     import uuid
 
-    from pixel_middleware.events import new_id
+    from pixel_middleware.core.events import new_id
 
     ids = [new_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
@@ -213,7 +213,7 @@ def test_new_id_is_a_uuid4_and_differs_in_a_forked_worker():
 def test_parse_query_reads_every_layout_as_parse_qsl_does(query, expected):
     from urllib.parse import parse_qsl
 
-    from pixel_middleware.events import parse_query
+    from pixel_middleware.core.events import parse_query
 
     reference = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
@@ -234,7 +234,7 @@ _form_values = st.sampled_from(["", "x", "0", "1920", "29.99", "-7", "007", "1.1
 @given(st.dictionaries(_form_names, _form_values, max_size=8))
 def test_a_compiled_layout_builds_what_the_loop_builds(coerce, params):
     """Key order included (it is the JSON line's order), and a field named twice keeps the last value."""
-    from pixel_middleware.events import FlatForm
+    from pixel_middleware.core.events import FlatForm
 
     form = FlatForm({"uid": "userId", "uid2": "userId", "aid": "anonymousId", "event": "event", "name": "name"},
                     {"p": "properties", "t": "traits", "c": "context", "cx": "context"}, coerce=coerce)
@@ -252,8 +252,8 @@ def test_a_compiled_layout_builds_what_the_loop_builds(coerce, params):
 
 
 def test_compiled_layouts_are_bounded_and_layouts_seen_once_are_never_compiled():
-    from pixel_middleware import events
-    from pixel_middleware.events import FlatForm
+    from pixel_middleware.core import events
+    from pixel_middleware.core.events import FlatForm
 
     form = FlatForm({}, {"p": "properties"})
     for i in range(3 * events._LAYOUTS_MAX):

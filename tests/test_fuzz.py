@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, event_received, event_rejected
-from pixel_middleware.gif import GIF
+from pixel_middleware.core.gif import GIF
 
 ROUTES = [
     "/pixel/v1/track", "/pixel/v1/page",

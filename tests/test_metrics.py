@@ -7,7 +7,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url, metrics_app
-
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
 

@@ -19,7 +19,7 @@ from pixel_middleware import (
     event_received,
     sink_from_url,
 )
-from pixel_middleware.gif import GIF
+from pixel_middleware.core.gif import GIF
 from tests.conftest import ENVIRON, downstream_app, fire
 
 TRACK = "/v1/pixel/track?wk=secret-key&e=Email+Opened&uid=u1"
@@ -335,7 +335,6 @@ def test_raw_non_utf8_bytes_are_rejected_and_utf8_accepted(client, sink, middlew
 
 def test_a_broken_third_party_dialect_is_contained(sink, caplog):
     from pixel_middleware import Dialect
-
     class Broken(Dialect):
         name = "broken"
         routes = {"/broken": {}}
@@ -368,7 +367,7 @@ def test_environ_base_is_what_tests_claim():
 def test_third_party_dialect_from_an_entry_point(tmp_path, monkeypatch, sink):
     (tmp_path / "echo_dialect.py").write_text(
         "from pixel_middleware import Dialect\n"
-        "from pixel_middleware.events import finish\n"
+        "from pixel_middleware.core.events import finish\n"
         "class Echo(Dialect):\n"
         "    name = 'echo'\n"
         "    routes = {'/echo/<kind>': {}}\n"
@@ -378,7 +377,7 @@ def test_third_party_dialect_from_an_entry_point(tmp_path, monkeypatch, sink):
     info = tmp_path / "echo_dialect-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-dialect\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[pixel_middleware.dialects]\necho = echo_dialect:Echo\n")
+    (info / "entry_points.txt").write_text("[pixel_middleware.pipeline.dialects]\necho = echo_dialect:Echo\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     client = Client(PixelMiddleware(None, sink=sink, dialects=["echo", "compact"]))
     fire(client, "/echo/Opened?u=u1")
@@ -415,7 +414,7 @@ def test_after_response_dates_the_event_by_the_requests_arrival_not_by_the_close
     import time
     from werkzeug.test import EnvironBuilder
 
-    from pixel_middleware.events import epoch_ms
+    from pixel_middleware.core.events import epoch_ms
 
     sink = MemorySink()
     app = PixelMiddleware(None, sink=sink, after_response=True)

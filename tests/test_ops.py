@@ -12,8 +12,8 @@ from typing import Any
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url, event_rejected
-from pixel_middleware.explain import explain
-from pixel_middleware.ops import StatusReporter, ops_app, read_statuses, readiness
+from pixel_middleware.server.explain import explain
+from pixel_middleware.server.ops import StatusReporter, ops_app, read_statuses, readiness
 
 
 def test_explain_logs_and_signals_nothing_and_leaves_the_logger_alone(caplog: Any) -> None:
@@ -30,7 +30,6 @@ def test_explain_logs_and_signals_nothing_and_leaves_the_logger_alone(caplog: An
 
 def test_explain_announces_no_accepted_event_to_receivers_of_any_sender() -> None:
     from pixel_middleware import event_received
-
     seen = []
     with event_received.connected_to(lambda sender, **kw: seen.append(kw)):  # README's @event_received.connect
         event, reason = explain(build_pixel_url("http://x", "Opened", user_id="u", write_key="k"))
@@ -39,7 +38,7 @@ def test_explain_announces_no_accepted_event_to_receivers_of_any_sender() -> Non
 
 
 def test_explain_uses_the_collectors_own_settings_but_never_dedup() -> None:
-    from pixel_middleware.server import SERVE_OPTIONS, _explainer
+    from pixel_middleware.server.serve import SERVE_OPTIONS, _explainer
 
     settings = {o.name: o.default for o in SERVE_OPTIONS}
     settings.update(signing_key="sign-key", require_signature=True, dedup="60", write_keys=["k"])
@@ -53,7 +52,6 @@ def test_explain_uses_the_collectors_own_settings_but_never_dedup() -> None:
 
 def test_explain_refuses_a_click_the_click_route_would_not_follow() -> None:
     from pixel_middleware import build_click_url
-
     options = {"write_keys": ["k"], "click_allowed_hosts": ["shop.test"]}
     for target, followed in (("https://evil.test/", False), ("https://shop.test/a", True)):
         # Signed with a key this collector does not hold: only the allowed host may be followed.
@@ -181,7 +179,7 @@ def test_event_rejected_carries_the_arrival_time() -> None:
     from werkzeug.test import EnvironBuilder
 
     from pixel_middleware import event_rejected
-    from pixel_middleware.events import format_epoch_ms
+    from pixel_middleware.core.events import format_epoch_ms
 
     app = PixelMiddleware(None, sink=MemorySink(), after_response=True, write_keys=["k"])
     heard = []

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from pixel_middleware import LogSink, MemorySink, PixelMiddleware, event_received
-from pixel_middleware.events import MAX_REFERRER_CHARS, MAX_USER_AGENT_CHARS
+from pixel_middleware.core.events import MAX_REFERRER_CHARS, MAX_USER_AGENT_CHARS
 from pixel_middleware.sinks.base import event_line
 from tests.conftest import ENVIRON, fire
 

@@ -6,7 +6,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware
-from pixel_middleware.privacy import anonymize_ip
+from pixel_middleware.pipeline.steps.privacy import anonymize_ip
 from tests.conftest import downstream_app, fire
 
 URL = "/v1/pixel/track?wk=k&e=Email%20Opened&uid=u1"

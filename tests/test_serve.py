@@ -20,7 +20,7 @@ from typing import Any, Dict, Tuple
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pixel_middleware.gif import GIF
+from pixel_middleware.core.gif import GIF
 from tests.helpers import CHROMIUM_FLAGS, ROOT, Process, children, free_port, wait_until
 
 
@@ -75,7 +75,7 @@ def test_print_config_flags_win_over_the_environment_and_secrets_are_masked() ->
 
 
 def test_serve_help_names_each_options_environment_variable() -> None:
-    from pixel_middleware.server import SERVE_OPTIONS
+    from pixel_middleware.server.serve import SERVE_OPTIONS
 
     done = subprocess.run([sys.executable, "-m", "pixel_middleware", "serve", "--help"], capture_output=True, text=True,
                           timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"})
@@ -259,7 +259,7 @@ def test_gunicorn_error_log_hides_the_query_of_a_malformed_request(start: Any) -
 def test_gunicorn_error_log_leaves_a_question_mark_that_starts_no_query_alone() -> None:
     import logging
 
-    from pixel_middleware.server import RedactingFilter
+    from pixel_middleware.server.serve import RedactingFilter
 
     # gunicorn's own words when a worker is killed: nothing was hidden, and the line must not say so.
     record = logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 1,

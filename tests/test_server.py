@@ -12,7 +12,7 @@ import pytest
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, build_pixel_url
-from pixel_middleware.gif import GIF
+from pixel_middleware.core.gif import GIF
 from tests.conftest import downstream_app
 from tests.helpers import free_port, wsgi_server
 
@@ -87,8 +87,7 @@ def test_serve_flags_reach_the_collector():
     """``serve --machine-events drop --ip anonymize --privacy-signals drop --dnt --dedup 60``, as a worker builds it."""
     import argparse
 
-    from pixel_middleware import server
-
+    from pixel_middleware.server import serve as server
     parser = argparse.ArgumentParser()
     server.add_arguments(parser)
     args = parser.parse_args(["--sink", "memory:", "--machine-events", "drop", "--ip", "anonymize",

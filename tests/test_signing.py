@@ -112,8 +112,7 @@ def test_built_urls_list_their_pieces_as_signed_then_sig_then_cb():
 
 def test_a_url_as_built_is_checked_without_sorting_its_query(monkeypatch, accept):
     """The verifier's fast path: the query before "&sig=" is the signed text; only other layouts are sorted."""
-    from pixel_middleware import signing
-
+    from pixel_middleware.pipeline.steps import signing
     url, sorts = signed(), []
     real = signing._canonical
     monkeypatch.setattr(signing, "_canonical", lambda path, query: sorts.append(query) or real(path, query))
@@ -151,7 +150,7 @@ def test_a_cache_buster_anywhere_a_repeated_signature_and_empty_pieces_are_no_ch
 
 def test_a_repeated_name_is_never_signed():
     """Order is not signed and the first of a repeated name is recorded: swapping two repeats would pass."""
-    from pixel_middleware.signing import signed_query
+    from pixel_middleware.pipeline.steps.signing import signed_query
 
     with pytest.raises(ValueError, match="repeat"):
         signed_query(KEY, "/v1/pixel/track", [("wk", "wk1"), ("e", "E"), ("uid", "u1"), ("uid", "u2")])
@@ -189,8 +188,7 @@ def test_signatures_verify_where_hmac_wraps_no_openssl_object(monkeypatch):
     import hashlib
     import hmac
 
-    from pixel_middleware import signing
-
+    from pixel_middleware.pipeline.steps import signing
     def plain(key, msg=None, digestmod=None):  # the pure-Python HMAC, as without OpenSSL (itsdangerous' too)
         return hmac.HMAC(key, msg, digestmod=lambda data=b"": hashlib.sha256(data))
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, PixelUrlWarning, build_pixel_url
-from pixel_middleware.events import check_depth, coerce_number, DecodeError, format_epoch_ms
+from pixel_middleware.core.events import check_depth, coerce_number, DecodeError, format_epoch_ms
 
 WRITE_KEY = "wk-round-trip"
 TYPES = {

@@ -13,7 +13,7 @@ from typing import Any, List
 
 import pytest
 
-from pixel_middleware.gif import GIF
+from pixel_middleware.core.gif import GIF
 from tests.helpers import free_port, wait_until
 
 SERVERS = {

@@ -38,7 +38,7 @@ from flask import Flask, abort, jsonify, render_template, request
 
 from flask_pixel import Pixel
 from pixel_middleware import event_received
-from pixel_middleware.server import RedactingFilter
+from pixel_middleware.server.serve import RedactingFilter
 
 CAMPAIGNS: Dict[str, Dict[str, str]] = {
     "spring-sale": {"subject": "Spring sale: 20% off everything", "body": "Our spring sale starts today."},

@@ -12,7 +12,7 @@ import json
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
 
-from ..events import Event
+from ..core.events import Event
 
 def url_label(url: str) -> str:
     """A URL as a sink's name shows it (metric labels, ``/readyz``, logs, ``--print-config``).

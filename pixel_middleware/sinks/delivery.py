@@ -45,7 +45,7 @@ import time
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..events import Event
+from ..core.events import Event
 from .base import Sink, encode_event
 from .spool import Spool
 from .worker import BackgroundWorker

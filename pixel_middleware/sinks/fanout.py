@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Iterable, List, Optional
 
-from ..events import Event
+from ..core.events import Event
 from .base import Sink
 
 _log = logging.getLogger("pixel_middleware")

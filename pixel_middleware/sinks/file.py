@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from ..events import Event
+from ..core.events import Event
 from .base import Sink, encode_event
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)

@@ -42,8 +42,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from .. import __version__
-from ..events import now
+from .._version import __version__
+from ..core.events import now
 from .base import url_label
 from .delivery import DeliveringSink, Item, as_bool, backoff_delay, split_options
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Any, Union
 
-from ..events import Event
+from ..core.events import Event
 from .base import Sink, event_line
 
 
 class LogSink(Sink):
     """Log each event as one compact JSON line.
 
-    :param logger: a logger or a logger name (default ``pixel_middleware.events``).
+    :param logger: a logger or a logger name (default ``pixel_middleware.core.events``).
     :param level: the level events are logged at (default ``INFO``).
 
     If the logger has no handler anywhere up its hierarchy, a stderr handler
@@ -29,7 +29,7 @@ class LogSink(Sink):
 
     def __init__(self, logger: Union[str, logging.Logger, None] = None, level: int = logging.INFO) -> None:
         if not isinstance(logger, logging.Logger):
-            logger = logging.getLogger(logger or "pixel_middleware.events")
+            logger = logging.getLogger(logger or "pixel_middleware.core.events")
         if not logger.hasHandlers():
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter("%(message)s"))

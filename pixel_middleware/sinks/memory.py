@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, List
 
-from ..events import Event
+from ..core.events import Event
 from .base import Sink
 
 

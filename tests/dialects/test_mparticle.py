@@ -101,7 +101,6 @@ def test_write_key_is_the_api_key_in_the_path(sink):
     from werkzeug.test import Client
 
     from pixel_middleware import PixelMiddleware
-
     client = Client(PixelMiddleware(None, sink=sink, write_keys={"us1-good"}))
     client.get("/v1/us1-good/Pixel?dt=AppEvent&n=E")
     client.get("/v1/us1-bad/Pixel?dt=AppEvent&n=E")

@@ -16,7 +16,6 @@ from flask import Flask
 
 from flask_pixel import Pixel
 from pixel_middleware import MemorySink
-
 WRITE_KEY = "test-key"
 
 

@@ -202,7 +202,6 @@ def test_pixel_metrics_counts_the_apps_events():
     from werkzeug.test import Client
 
     from pixel_middleware import metrics_app
-
     def opened() -> float:
         text = Client(metrics_app()).get("/metrics").get_data(as_text=True)
         return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples

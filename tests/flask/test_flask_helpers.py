@@ -14,8 +14,6 @@ from markupsafe import Markup
 import flask_pixel
 from conftest import WRITE_KEY, src_of
 from pixel_middleware import MemorySink, PixelUrlWarning
-
-
 def fetch(app: Flask, url: str) -> None:
     """GET an absolute pixel URL through the app, as a mail client would."""
     parts = urlsplit(url)

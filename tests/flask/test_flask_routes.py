@@ -9,7 +9,6 @@ from werkzeug.test import Client
 
 from conftest import WRITE_KEY, recording
 from pixel_middleware import MemorySink, PixelMiddleware, event_received, event_rejected
-
 BROWSER = {"REMOTE_ADDR": "203.0.113.9", "HTTP_USER_AGENT": "Mozilla/5.0 test"}
 
 URLS = [

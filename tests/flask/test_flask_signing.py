@@ -15,7 +15,7 @@ from markupsafe import Markup
 import flask_pixel
 from conftest import WRITE_KEY, src_of
 from pixel_middleware import MemorySink, build_pixel_url
-from pixel_middleware.signing import _canonical
+from pixel_middleware.pipeline.steps.signing import _canonical
 
 EXAMPLE_TEMPLATES = Path(__file__).resolve().parents[2] / "examples" / "flask_app" / "templates"
 

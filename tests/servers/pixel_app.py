@@ -6,6 +6,5 @@ the server closes the response.
 import os
 
 from pixel_middleware import FileSink, PixelMiddleware
-
 app = PixelMiddleware(None, sink=FileSink(os.environ["PIXEL_TEST_EVENTS"]),
                       after_response=os.environ.get("PIXEL_TEST_AFTER_RESPONSE") == "1")

@@ -12,7 +12,6 @@ import pytest
 from werkzeug.test import Client
 
 from pixel_middleware import FileSink, PixelMiddleware, build_pixel_url, sink_from_url
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -7,8 +7,6 @@ from typing import Any
 from sinkhelpers import Endpoint, fire, wait_until
 
 from pixel_middleware import FanoutSink, HttpSink, LogSink
-
-
 def test_http_sink_health_follows_an_outage_and_names_no_credentials(endpoint: Endpoint, spool_dir: str, pixels: Any,
                                                                      caplog: Any) -> None:
     url = endpoint.url.replace("http://", "http://user:s3cret@") + "?api_key=s3cret"

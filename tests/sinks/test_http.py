@@ -15,8 +15,6 @@ import pytest
 from sinkhelpers import Endpoint, fire, wait_until
 
 from pixel_middleware import HttpSink, sink_from_url
-
-
 def make_sink(endpoint: Endpoint, spool_dir: str, **options: Any) -> HttpSink:
     options = {
         "spool_dir": spool_dir,

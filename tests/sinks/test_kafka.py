@@ -15,7 +15,6 @@ from typing import Any, List
 import pytest
 
 from pixel_middleware import KafkaSink, sink_from_url
-
 from sinkhelpers import FAST_KAFKA, Broker, fire, wait_until
 
 
@@ -154,7 +153,6 @@ SUBPROCESS = textwrap.dedent(
     import os, signal, sys
     from werkzeug.test import Client
     from pixel_middleware import KafkaSink, PixelMiddleware
-
     bootstrap, spool_dir, how = sys.argv[1:4]
     sink = KafkaSink(bootstrap, spool_dir=spool_dir, delivery_timeout=0.5, probe_timeout=0.2,
                      retry_backoff=5, exit_timeout=3)

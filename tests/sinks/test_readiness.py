@@ -12,7 +12,7 @@ from sinkhelpers import FAST_KAFKA, Broker, Endpoint, wait_until
 from werkzeug.test import Client
 
 from pixel_middleware import HttpSink, KafkaSink, PixelMiddleware
-from pixel_middleware.ops import StatusReporter, ops_app
+from pixel_middleware.server.ops import StatusReporter, ops_app
 from tests.helpers import wsgi_server
 
 

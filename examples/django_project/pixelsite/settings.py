@@ -22,7 +22,7 @@ PIXEL_WRITE_KEYS = [key.strip() for key in os.environ.get("PIXEL_WRITE_KEYS", "d
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"hide_queries": {"()": "pixel_middleware.server.RedactingFilter"}},
+    "filters": {"hide_queries": {"()": "pixel_middleware.server.serve.RedactingFilter"}},
     "formatters": {
         "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
     },

@@ -7,8 +7,6 @@ from django.urls import path
 from django.utils.html import format_html
 
 from pixel_middleware import build_pixel_url
-
-
 def home(request: HttpRequest) -> HttpResponse:
     url = build_pixel_url(
         request.build_absolute_uri("/"), "Home", type="page", anonymous_id="django-visitor",

@@ -12,7 +12,6 @@ from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
 from pixel_middleware import PixelMiddleware
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pixelsite.settings")
 
 application = PixelMiddleware(

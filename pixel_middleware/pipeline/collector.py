@@ -3,7 +3,7 @@
 :class:`~pixel_middleware.PixelMiddleware` wraps it around a WSGI app;
 :mod:`flask_pixel` mounts the same object's routes on a Flask app. Anything
 else (a Django view, another framework) can call :meth:`Collector.collect`
-with a WSGI environ and answer with :mod:`pixel_middleware.gif`.
+with a WSGI environ and answer with :mod:`pixel_middleware.core.gif`.
 """
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ from typing import Any, Callable, Collection, Dict, Iterable, Iterator, List, Ma
 
 from blinker import Signal
 
-from .agents import AgentStep
-from .dedup import dedup_step
+from .steps.agents import AgentStep
+from .steps.dedup import dedup_step
 from . import clicks
 from .dialects import Dialect, get_dialects
-from .events import DecodeError, Event, enrich, now, parse_query
-from .gif import GIF, GIF_HEADERS, respond
-from .privacy import PrivacyStep
-from .signals import event_received, event_rejected, send_safely
-from .options import docstring, resolve
-from .signing import Verifier
-from .sinks import resolve_sink
+from ..core.events import DecodeError, Event, enrich, now, parse_query
+from ..core.gif import GIF, GIF_HEADERS, respond
+from .steps.privacy import PrivacyStep
+from ..core.signals import event_received, event_rejected, send_safely
+from ..options import docstring, resolve
+from .steps.signing import Verifier
+from ..sinks import resolve_sink
 
 _log = logging.getLogger("pixel_middleware")
 _VARIABLE = re.compile(r"<(?:[^>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
@@ -112,10 +112,10 @@ class Collector:
     ``write_keys`` are credentials: they are never put in events, signals or
     logs. A ``signing_key`` makes accepted events carry
     ``context.pixel.signed``, and invalid signatures are rejected
-    (``bad_signature``); see :mod:`pixel_middleware.signing`. See
+    (``bad_signature``); see :mod:`pixel_middleware.pipeline.steps.signing`. See
     :mod:`.agents` for ``machine_events``, :mod:`.dedup` for ``dedup``,
     :mod:`.privacy` for ``ip``, ``privacy_signals`` and ``dnt``, and
-    :mod:`pixel_middleware.metrics` for ``metrics``.
+    :mod:`pixel_middleware.pipeline.metrics` for ``metrics``.
 
     ``after_response`` records a pixel's event once its GIF is written,
     when the server closes the response (PEP 3333 servers all call
@@ -207,7 +207,7 @@ class Collector:
         GET records the event; HEAD gets the same headers and records nothing;
         other methods get 405. The click route answers a 302 to its target
         instead of the GIF, or a 400 when the target is not safe to follow
-        (see :mod:`pixel_middleware.clicks`).
+        (see :mod:`pixel_middleware.pipeline.clicks`).
         """
         if match.route.click:
             return clicks.answer(self, environ, match, start_response)

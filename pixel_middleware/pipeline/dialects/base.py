@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..events import Event
+from ...core.events import Event
 
 Pairs = List[Tuple[str, str]]
 
@@ -20,7 +20,7 @@ class Dialect:
     Subclasses set :attr:`name` and :attr:`routes` and implement
     :meth:`decode`; :meth:`encode` is optional (without it, URLs cannot be
     built in that dialect). Register a third-party dialect under the entry
-    point group ``pixel_middleware.dialects``, or pass an instance in
+    point group ``pixel_middleware.pipeline.dialects``, or pass an instance in
     ``PixelMiddleware(dialects=[...])``.
     """
 
@@ -57,7 +57,7 @@ class Dialect:
         """Return ``(event, write_key)`` or raise :class:`~pixel_middleware.DecodeError`.
 
         ``params`` is the query with the first of repeated names kept. The
-        event must be finished (see :func:`pixel_middleware.events.finish`);
+        event must be finished (see :func:`pixel_middleware.core.events.finish`);
         the middleware adds receive time, ids and request context. The write
         key is returned beside the event and never put in it.
         """

@@ -18,13 +18,13 @@ query parameter     canonical event
 ``ts``              ``timestamp``, given in Unix milliseconds
 ``mid``             ``messageId``, for deduplication downstream
 ``cb``              ignored: a cache buster
-``sig``             the signature (:mod:`pixel_middleware.signing`)
+``sig``             the signature (:mod:`pixel_middleware.pipeline.steps.signing`)
 ``url``             on ``/v1/click`` only: the link's target, recorded
                     as ``properties.link_url``
 ==================  ===================================================
 
 ``GET /v1/click`` records a track event, ``Email Link Clicked`` unless
-``e`` names another, and redirects to ``url`` (:mod:`pixel_middleware.clicks`).
+``e`` names another, and redirects to ``url`` (:mod:`pixel_middleware.pipeline.clicks`).
 
 ``gid``, ``c.*`` and ``e`` as a page name go beyond the gateway document
 this dialect follows, which lists neither a group id nor page names.
@@ -33,8 +33,8 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Optional, Tuple
 
-from ..clicks import CLICK_EVENT
-from ..events import Event, FlatForm, epoch_ms, finish, parse_timestamp
+from ...core.events import CLICK_EVENT
+from ...core.events import Event, FlatForm, epoch_ms, finish, parse_timestamp
 from .base import Dialect, Pairs, flat_pairs, require, text
 
 _TYPES = ("track", "page", "identify", "group")

@@ -46,6 +46,10 @@ _MAX_SAFE_INTEGER = 2**53
 _MAX_EPOCH_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
+#: The event a click records unless the URL names another (``e``): Segment's email spec name.
+#: Here, below both, because the click route and the compact dialect that builds click URLs share it.
+CLICK_EVENT = "Email Link Clicked"
+
 
 class DecodeError(ValueError):
     """A request that carries no acceptable event.

@@ -16,10 +16,11 @@ from urllib.parse import quote, urlencode
 
 from .dialects import DialectSpec, get_dialect
 from .dialects.base import Pairs
-from .clicks import CLICK_EVENT, allowed_hosts as host_list, target_host
-from .events import MAX_QUERY_BYTES, Event, parse_timestamp
-from .signing import Key, signed_query
-from .options import option
+from ..core.events import CLICK_EVENT
+from .clicks import allowed_hosts as host_list, target_host
+from ..core.events import MAX_QUERY_BYTES, Event, parse_timestamp
+from .steps.signing import Key, signed_query
+from ..options import option
 
 #: Longest URL that email clients and browsers are known to keep intact.
 URL_WARN_LENGTH = 2000

@@ -15,17 +15,11 @@ write key, a bad signature): the person clicking must reach the page.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, Optional
+from typing import Any, Callable, Collection, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
-from .events import DecodeError, parse_query
-from .gif import respond as respond_gif
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .collector import Collector, Match
-
-#: The event a click records unless the URL names another (``e``): Segment's email spec name.
-CLICK_EVENT = "Email Link Clicked"
+from ..core.events import DecodeError, parse_query
+from ..core.gif import respond as respond_gif
 
 _REFUSED = (
     b"<!doctype html><title>Link not followed</title>"
@@ -75,7 +69,7 @@ class HostList:
 UNSAFE = ("unsafe_redirect", "the click target is neither signed nor allowed")
 
 
-def safe_target(collector: "Collector", environ: Mapping[str, Any]) -> Optional[str]:
+def safe_target(collector: Any, environ: Mapping[str, Any]) -> Optional[str]:
     """The click's target when it may be followed (signed, or an allowed host), else ``None``.
 
     One check for the route and for :func:`~pixel_middleware.explain.explain`,
@@ -95,7 +89,7 @@ def safe_target(collector: "Collector", environ: Mapping[str, Any]) -> Optional[
     return target if safe else None
 
 
-def answer(collector: "Collector", environ: Mapping[str, Any], match: "Match", start_response: Callable) -> Iterable[bytes]:
+def answer(collector: Any, environ: Mapping[str, Any], match: Any, start_response: Callable) -> Iterable[bytes]:
     """GET records the click and redirects; HEAD only redirects; an unsafe target gets a 400."""
     method = environ.get("REQUEST_METHOD", "GET")
     if method not in ("GET", "HEAD"):

@@ -13,7 +13,7 @@ the public pixel port:
     readiness probe: a load balancer then sends pixels to collectors that
     can deliver them.
 ``GET /metrics``
-    Prometheus metrics (see :mod:`pixel_middleware.metrics`).
+    Prometheus metrics (see :mod:`pixel_middleware.pipeline.metrics`).
 ``GET /`` (``--debug-page`` only)
     The last 100 events and rejections across workers, newest first, IPs
     anonymised, and a box to paste a pixel URL into and see what it decodes
@@ -55,10 +55,10 @@ from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request, Response
 
-from .clicks import HostList
-from .events import DecodeError, epoch_ms
-from .privacy import anonymize_ip
-from .signals import event_received, event_rejected
+from ..pipeline.clicks import HostList
+from ..core.events import DecodeError, epoch_ms
+from ..pipeline.steps.privacy import anonymize_ip
+from ..core.signals import event_received, event_rejected
 
 _log = logging.getLogger("pixel_middleware")
 

@@ -1,7 +1,7 @@
 """serve's gunicorn worker: gunicorn's sync worker, telling the app when it is about to wait for requests.
 
 Imported only by gunicorn, by name (``serve`` sets ``worker_class`` to
-:data:`pixel_middleware.server.SYNC_WORKER`), since it needs gunicorn, an
+:data:`pixel_middleware.server.serve.SYNC_WORKER`), since it needs gunicorn, an
 optional dependency.
 """
 from __future__ import annotations

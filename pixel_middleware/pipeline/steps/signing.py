@@ -43,7 +43,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
 from itsdangerous import TimestampSigner
 from itsdangerous.encoding import base64_decode, bytes_to_int
 
-from .events import DecodeError
+from ...core.events import DecodeError
 
 #: Keeps pixel signatures apart from anything else signed with the same key.
 SALT = "pixel-middleware.url"

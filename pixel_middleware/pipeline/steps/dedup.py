@@ -42,7 +42,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .events import DecodeError, Event
+from ...core.events import DecodeError, Event
 
 _log = logging.getLogger("pixel_middleware")
 

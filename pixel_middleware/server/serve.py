@@ -15,7 +15,7 @@ memory are delivered, or spooled for the next start, never dropped.
 ``--ops-port`` opens a second listener, meant for the cluster's network
 only (``--ops-host``, default 127.0.0.1), answering ``/healthz``,
 ``/readyz``, ``/metrics`` and, with ``--debug-page``, the debug page (see
-:mod:`pixel_middleware.ops`). Requests are told apart by the port they
+:mod:`pixel_middleware.server.ops`). Requests are told apart by the port they
 arrived on, so none of these answers on the public pixel port.
 
 ``--dev`` runs werkzeug's reloading development server instead, for local
@@ -35,11 +35,11 @@ import tempfile
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from . import options as table
-from .middleware import PixelMiddleware
-from .options import OPTIONS, Option
-from .sinks.base import url_label
-from .sinks.file import FileSink
+from .. import options as table
+from ..middleware import PixelMiddleware
+from ..options import OPTIONS, Option
+from ..sinks.base import url_label
+from ..sinks.file import FileSink
 
 _log = logging.getLogger("pixel_middleware")
 
@@ -162,7 +162,7 @@ def _print_config(settings: Dict[str, Tuple[Any, str]], out: Any = None) -> None
 
 
 #: gunicorn's sync worker, telling the app when no request is waiting (see :mod:`._worker`).
-SYNC_WORKER = "pixel_middleware._worker.SyncWorker"
+SYNC_WORKER = "pixel_middleware.server._worker.SyncWorker"
 #: Lines a file sink holds, under serve's sync workers, before one write carries them.
 _HELD_LINES = 16
 
@@ -214,7 +214,7 @@ class _Collecting:
                                                recent=100 if settings.get("debug_page") else 0)
             metrics_app = None
             if settings.get("metrics"):
-                from .metrics import metrics_app as make_metrics_app
+                from ..pipeline.metrics import metrics_app as make_metrics_app
 
                 metrics_app = make_metrics_app()
             self.ops = ops.ops_app(status_dir, ready_grace=settings["ready_grace"],
@@ -324,7 +324,7 @@ def _run_gunicorn(settings: Dict[str, Any]) -> None:
 
     def child_exit(server: Any, worker: Any) -> None:
         if settings.get("metrics"):
-            from .metrics import mark_process_dead
+            from ..pipeline.metrics import mark_process_dead
 
             mark_process_dead(worker.pid)
         try:

@@ -1,7 +1,7 @@
 """``pixel-middleware serve`` runs a standalone collector; ``url`` builds a pixel URL; ``decode`` explains one.
 
 ``serve`` runs the collector on gunicorn, configured by flags or ``PIXEL_*``
-variables (see :mod:`pixel_middleware.server`). ``url`` takes
+variables (see :mod:`pixel_middleware.server.serve`). ``url`` takes
 ``--signing-key``, by default ``PIXEL_SIGNING_KEY`` from the environment
 (better there than on a command line, which other users of the machine can
 read). ``decode`` takes serve's signature options, read and checked as
@@ -15,7 +15,7 @@ import sys
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
 
-from .urls import build_click_url, build_pixel_url
+from ..pipeline.urls import build_click_url, build_pixel_url
 
 #: What ``--help`` says of the program: plain text (argparse prints it as it is).
 DESCRIPTION = ("Tracking-pixel collector tools: 'serve' runs a standalone collector, 'url' builds a pixel "
@@ -33,7 +33,7 @@ def _fail(command: str, message: str) -> int:
 
 
 def _url(args: argparse.Namespace) -> int:
-    from . import server
+    from . import serve as server
 
     base = urlsplit(args.base_url)
     if base.scheme not in ("http", "https") or not base.netloc:
@@ -62,7 +62,7 @@ def _url(args: argparse.Namespace) -> int:
 
 def _decode(args: argparse.Namespace) -> int:
     """Run ``args.url`` through the collector's pipeline into memory: nothing is sent anywhere."""
-    from . import server
+    from . import serve as server
     from .explain import explain
 
     try:
@@ -79,16 +79,16 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace) -> int:
-    from .options import markdown
+    from ..options import markdown
 
     print("\n\n".join(markdown(table) for table in args.table or ["config", "serve"]))
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from . import server  # imports this module: kept out of its import time
+    from . import serve as server  # imports this module: kept out of its import time
 
-    from . import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(prog="pixel-middleware", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..events import DecodeError, Event, epoch_ms, finish, parse_timestamp
+from ...core.events import DecodeError, Event, epoch_ms, finish, parse_timestamp
 from .base import Dialect, Pairs, require, text
 
 _TYPES = {"AppEvent": "track", "ScreenView": "page"}

@@ -1,7 +1,7 @@
 """The built-in dialects and the lookup of dialects by name.
 
 Third-party dialects register a :class:`Dialect` subclass or instance under
-the entry point group ``pixel_middleware.dialects``; the entry point's name
+the entry point group ``pixel_middleware.pipeline.dialects``; the entry point's name
 is the name used in configuration.
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ DialectSpec = Union[str, Dialect]
 def _from_entry_point(name: str) -> Optional[Dialect]:
     found = entry_points()
     group = (
-        found.select(group="pixel_middleware.dialects")
+        found.select(group="pixel_middleware.pipeline.dialects")
         if hasattr(found, "select")
-        else found.get("pixel_middleware.dialects", ())  # Python 3.9
+        else found.get("pixel_middleware.pipeline.dialects", ())  # Python 3.9
     )
     for point in group:
         if point.name == name:

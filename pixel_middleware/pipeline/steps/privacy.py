@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Optional
 
-from .events import DecodeError, Event
+from ...core.events import DecodeError, Event
 
 IP_MODES = ("full", "anonymize", "drop")
 SIGNAL_MODES = ("anonymize", "drop", "ignore")

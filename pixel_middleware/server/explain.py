@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from blinker import Signal
 
-from .events import Event
+from ..core.events import Event
 
 #: A URL too long to be a pixel URL is not parsed at all.
 MAX_URL_CHARS = 64 * 1024
@@ -30,9 +30,9 @@ def explain(url: str, **collector_options: Any) -> Tuple[Optional[Event], Option
     """
     from werkzeug.test import EnvironBuilder
 
-    from . import clicks
-    from .collector import Collector
-    from .sinks import MemorySink
+    from ..pipeline import clicks
+    from ..pipeline.collector import Collector
+    from ..sinks import MemorySink
 
     class Explaining(Collector):
         """A collector that notes its verdict instead of logging or signalling it."""

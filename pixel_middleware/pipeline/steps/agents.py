@@ -24,7 +24,7 @@ own headers and address, never from what the URL claims:
 
 This is a heuristic: scanners that pretend to be a browser pass as
 ``browser``, and Apple's ranges change (refresh them with
-``python -m pixel_middleware.agents refresh``).
+``python -m pixel_middleware.pipeline.steps.agents refresh``).
 
 Why it is cheap at line rate, with user agents never seen before: the
 ``bot`` verdict is crawlerdetect's exactly, but its patterns are compiled
@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple
 
 from . import crawlers
-from .events import DecodeError, Event
+from ...core.events import DecodeError, Event
 
 #: Every value ``context.pixel.agent`` takes.
 AGENTS = ("browser", "gmail_proxy", "yahoo_proxy", "apple_mpp", "bot", "prefetch", "link_scanner")
@@ -201,7 +201,7 @@ def refresh(url: str = APPLE_EGRESS_URL, path: Optional[Path] = None) -> int:
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pixel_middleware.agents")
+    parser = argparse.ArgumentParser(prog="python -m pixel_middleware.pipeline.steps.agents")
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("refresh", help="download Apple's proxy egress ranges into the package's data file")
     command.add_argument("--url", default=APPLE_EGRESS_URL)

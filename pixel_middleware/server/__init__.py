@@ -1,0 +1,1 @@
+"""``pixel-middleware serve`` and the rest of the command line: the standalone collector and its operations."""
