@@ -363,9 +363,23 @@ OPTIONS: Tuple[Option, ...] = (
     _O("port", "int", 8000, "port of the public pixel listener", scope="server", key="PIXEL_PORT", flag="--port",
        bounds=(1, 65535)),
     _O("workers", "int", None, "worker processes", scope="server", key="PIXEL_WORKERS", flag="--workers",
-       bounds=(1, None), default_doc="2 x cores"),
-    _O("threads", "int", 1, "threads per worker (more than 1: gthread workers)", scope="server",
-       key="PIXEL_THREADS", flag="--threads", bounds=(1, None)),
+       bounds=(1, None), default_doc="one per core"),
+    _O("threads", "int", 1, "Python threads per worker running the pipeline (one holds the GIL best; more only "
+       "helps a sink or dedup that blocks)", scope="server", key="PIXEL_THREADS", flag="--threads", bounds=(1, None)),
+    _O("backpressure", "int", 256, "requests one worker holds at once; more wait, unread, in the listen queue",
+       scope="server", key="PIXEL_BACKPRESSURE", flag="--backpressure", bounds=(1, None)),
+    _O("header_timeout", "float", 15.0, "seconds a client may take to send a request's headers, and that an idle "
+       "keep-alive connection stays open", scope="server", key="PIXEL_HEADER_TIMEOUT", flag="--header-timeout",
+       bounds=(0, None), above=True),
+    _O("max_header_size", "int", 16384, "bytes a request line and headers may take together (more: 431)",
+       scope="server", key="PIXEL_MAX_HEADER_SIZE", flag="--max-header-size", bounds=(8192, None)),
+    _O("tls_cert", "text", None, "PEM certificate chain file: serve HTTPS (with `--tls-key`)", scope="server",
+       key="PIXEL_TLS_CERT", flag="--tls-cert", default_doc="none: HTTP"),
+    _O("tls_key", "text", None, "PEM private key file of `--tls-cert`", scope="server", key="PIXEL_TLS_KEY",
+       flag="--tls-key", default_doc="none"),
+    _O("drain", "float", 5.0, "seconds after SIGTERM that `/readyz` answers 503 while pixels are still answered, "
+       "before the server stops (0: stop at once)", scope="server", key="PIXEL_DRAIN", flag="--drain",
+       bounds=(0, None)),
     _O("ops_host", "address", "127.0.0.1", "address of the ops listener (`/healthz`, `/readyz`, `/metrics`)",
        scope="server", key="PIXEL_OPS_HOST", flag="--ops-host"),
     _O("ops_port", "int", None, "port of the ops listener", scope="server", key="PIXEL_OPS_PORT",
@@ -491,6 +505,9 @@ def _together(settings: Mapping[str, Any], label: Callable[[Option], str]) -> No
         if dialects is not None and dialect.name not in {d.name for d in dialects}:
             raise ValueError(f"{label(_BY_NAME['url_dialect'])} {dialect.name!r} is not enabled in "
                              f"{label(_BY_NAME['dialects'])}: the site would build URLs it does not answer")
+    if "tls_cert" in settings and bool(settings["tls_cert"]) != bool(settings["tls_key"]):
+        given, missing = ("tls_cert", "tls_key") if settings["tls_cert"] else ("tls_key", "tls_cert")
+        raise ValueError(f"{label(_BY_NAME[given])} needs {label(_BY_NAME[missing])}: HTTPS takes both")
     if "debug_page" in settings and settings["debug_page"] and not settings["ops_port"]:
         raise ValueError(f"{label(_BY_NAME['debug_page'])} is served on the ops port: set "
                          f"{label(_BY_NAME['ops_port'])}")

@@ -220,7 +220,7 @@ def test_print_config_tells_unset_secrets_from_set_ones() -> None:
 
 def test_serve_flask_and_the_middleware_read_the_same_rows() -> None:
     from flask_pixel.extension import SETTINGS
-    from pixel_middleware.server.serve import SERVE_OPTIONS
+    from pixel_middleware.server.config import SERVE_OPTIONS
 
     pipeline = set(table.names("pipeline"))
     assert {o.name for o in SERVE_OPTIONS} == {o.name for o in table.OPTIONS if o.flag}
