@@ -366,7 +366,8 @@ OPTIONS: Tuple[Option, ...] = (
        bounds=(1, None), default_doc="one per core"),
     _O("threads", "int", 1, "Python threads per worker running the pipeline (one holds the GIL best; more only "
        "helps a sink or dedup that blocks)", scope="server", key="PIXEL_THREADS", flag="--threads", bounds=(1, None)),
-    _O("backpressure", "int", 256, "requests one worker holds at once; more wait, unread, in the listen queue",
+    _O("backpressure", "int", 4096, "connections one worker serves at once, idle keep-alive ones included; more "
+       "wait, unread, in the listen queue",
        scope="server", key="PIXEL_BACKPRESSURE", flag="--backpressure", bounds=(1, None)),
     _O("header_timeout", "float", 15.0, "seconds a client may take to send a request's headers, and that an idle "
        "keep-alive connection stays open", scope="server", key="PIXEL_HEADER_TIMEOUT", flag="--header-timeout",

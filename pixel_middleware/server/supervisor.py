@@ -12,9 +12,11 @@ bytes each; its limits are serve's flags:
     connection stays open: a client that dribbles its headers is cut off.
 ``--max-header-size`` (16 KiB)
     request line and headers together; beyond it the answer is ``431``.
-``--backpressure`` (256)
-    requests a worker holds at once; more connections wait, unread, in the
-    listen queue, so a flood queues rather than exhausts memory.
+``--backpressure`` (4,096)
+    connections a worker serves at once, idle keep-alive ones included;
+    more wait, unread, in the listen queue, so a flood queues rather than
+    exhausts memory. serve raises its open-file limit to its hard limit so
+    that the workers can hold them.
 
 The main process holds no collector: it runs the ops listener (the
 ``/healthz``, ``/readyz``, ``/metrics`` and debug-page app of
@@ -54,6 +56,7 @@ def run(settings: Dict[str, Any]) -> int:
     except ImportError:
         raise SystemExit('serve needs granian: pip install "pixel-middleware[server]" (or serve --dev)') from None
     _check_tls(settings)
+    _raise_file_limit()
     if settings.get("metrics"):
         metrics_dir = os.path.join(settings["state_dir"], "metrics")
         os.makedirs(metrics_dir, exist_ok=True)
@@ -124,6 +127,19 @@ def run(settings: Dict[str, Any]) -> int:
         if ops is not None:
             ops.shutdown()
     return server.exit_code
+
+
+def _raise_file_limit() -> None:
+    """The soft open-file limit up to the hard one (often 1,024 against 2^20): every connection is a file."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass  # the limit as it is: connections beyond it wait in the listen queue
 
 
 def _path(value: str) -> Any:
