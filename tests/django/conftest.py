@@ -14,11 +14,17 @@ import pytest
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pixeltest.settings")
+_before = os.environ.get("DJANGO_SETTINGS_MODULE")
+os.environ["DJANGO_SETTINGS_MODULE"] = "pixeltest.settings"
 
 import django  # noqa: E402
 
 django.setup()
+# Settings are loaded now; the variable must not leak into other tests' subprocesses (the examples' manage.py).
+if _before is None:
+    del os.environ["DJANGO_SETTINGS_MODULE"]
+else:
+    os.environ["DJANGO_SETTINGS_MODULE"] = _before
 
 
 @pytest.fixture(scope="session", autouse=True)
