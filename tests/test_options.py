@@ -227,7 +227,7 @@ def test_serve_flask_and_the_middleware_read_the_same_rows() -> None:
     assert {o.name for o in SETTINGS} == {o.name for o in table.OPTIONS if o.key and o.scope != "server"}
     assert {o.name for o in SERVE_OPTIONS if o.scope == "pipeline"} == pipeline - {"sender", "after_response"}
     for o in table.OPTIONS:
-        assert o.kind in table._CHECKS, o.name
+        assert o.kind in table.CHECKS, o.name
         assert o.key is None or o.key == "PIXEL_" + o.name.upper(), o.name  # one name, everywhere
 
 
