@@ -145,7 +145,7 @@ def per_request(app: Callable, environ: Dict, loops: int, repeats: int) -> float
 def checks_cost(loops: int) -> None:
     """What issue 11's validation adds per request, measured alone against the same work without it."""
     from pixel_middleware.pipeline.dialects import segment as seg
-    from pixel_middleware.core.events import coerce_number
+    from pixel_middleware.core.query import coerce_number
 
     text = base64.urlsafe_b64decode(SEGMENT[1][5:] + "==").decode()
     rows = []
@@ -212,7 +212,7 @@ def steps(loops: int, repeats: int) -> None:
     ]
     # Not a step: what building the event from the parameters costs, name by name and compiled for the layout.
     from pixel_middleware.pipeline.dialects.rudderstack import _FLAT
-    from pixel_middleware.core.events import parse_query
+    from pixel_middleware.core.query import parse_query
 
     params = parse_query(query)
     _FLAT(params), _FLAT(params)  # seen twice: compiled

@@ -34,7 +34,7 @@ __all__ = ["RedactingFilter", "serve"]
 
 
 def _run_dev(settings: Dict[str, Any]) -> None:
-    from werkzeug.serving import is_running_from_reloader, make_server, run_simple
+    from werkzeug.serving import is_running_from_reloader, run_simple
 
     from .supervisor import ops_listener
     from .worker import WorkerApp

@@ -36,7 +36,7 @@ import re
 import signal
 import ssl
 import threading
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 from .config import address
 from .worker import BOOT_ERROR, collector_options, loader
