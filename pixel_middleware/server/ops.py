@@ -184,12 +184,13 @@ def read_statuses(status_dir: str) -> List[Dict[str, Any]]:
         except (OSError, ValueError):
             continue
         fresh = now - float(status.get("time", 0)) <= _STALE_INTERVALS * float(status.get("interval", 1.0)) + 1
-        status["live"] = fresh and not status.get("stopped") and _alive(int(status.get("pid", 0)))
+        status["live"] = fresh and not status.get("stopped") and alive(int(status.get("pid", 0)))
         found.append(status)
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs: a worker that exited but is not yet reaped (a zombie) has not."""
     if pid <= 0:
         return False
     try:
@@ -198,7 +199,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (not Linux): os.kill's word
 
 
 def readiness(statuses: List[Dict[str, Any]], ready_grace: float, now: Optional[float] = None) -> Tuple[bool, Dict[str, Any]]:

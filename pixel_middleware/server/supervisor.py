@@ -212,6 +212,8 @@ def _explainer(settings: Dict[str, Any]) -> Callable[[str], Any]:
 
 def _sweep(settings: Dict[str, Any], interval: float = _SWEEP_SECONDS) -> None:
     """Every ``interval``: a worker that has gone (killed, or stopped) leaves its metrics in the archive, and no status."""
+    from .ops import alive
+
     status_dir = os.path.join(settings["state_dir"], "status")
     metrics_dir = os.path.join(settings["state_dir"], "metrics") if settings.get("metrics") else None
     stop = threading.Event()
@@ -222,7 +224,7 @@ def _sweep(settings: Dict[str, Any], interval: float = _SWEEP_SECONDS) -> None:
             except OSError:
                 continue
             for pid in {int(m.group(1)) for m in map(_PID_FILE.search, names) if m}:
-                if _alive(pid):
+                if alive(pid):
                     continue
                 try:
                     if directory == metrics_dir:
@@ -235,19 +237,3 @@ def _sweep(settings: Dict[str, Any], interval: float = _SWEEP_SECONDS) -> None:
                     pass
                 except Exception:  # never the sweeper's end: the next round tries again
                     _log.exception("folding away worker %d's state failed", pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A worker that exited but is not yet reaped is a zombie: gone for this purpose.
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
