@@ -109,6 +109,8 @@ class PixelASGIMiddleware:
         if kind == "http":
             path = scope["path"]
             root = scope.get("root_path", "")
+            if not path.isascii():  # PEP 3333: the path's UTF-8 bytes, read as latin-1, as WSGI matches them
+                path, root = _wsgi_text(path), _wsgi_text(root)
             if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
                 under = path[len(root) :]
             else:
@@ -214,9 +216,6 @@ class PixelASGIMiddleware:
 
 def _environ(scope: Scope, root: str, path: str) -> Dict[str, Any]:
     """The WSGI environ of an ASGI ``http`` scope, as PEP 3333 servers build it, for the collector."""
-    if not path.isascii():
-        path = path.encode("utf-8", "surrogatepass").decode("latin-1")
-        root = root.encode("utf-8", "surrogatepass").decode("latin-1")
     server = scope.get("server") or ("localhost", 80)
     environ: Dict[str, Any] = {
         "REQUEST_METHOD": scope["method"],
@@ -244,6 +243,10 @@ def _environ(scope: Scope, root: str, path: str) -> Dict[str, Any]:
             key = "HTTP_" + name.upper().replace("-", "_")
             environ[key] = f"{environ[key]},{value}" if key in environ else value
     return environ
+
+
+def _wsgi_text(text: str) -> str:
+    return text.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
 async def _send(send: Send, status: int, headers: List[Tuple[bytes, bytes]], body: bytes) -> None:
