@@ -111,12 +111,11 @@ class PixelASGIMiddleware:
             root = scope.get("root_path", "")
             if not path.isascii():  # PEP 3333: the path's UTF-8 bytes, read as latin-1, as WSGI matches them
                 path, root = _wsgi_text(path), _wsgi_text(root)
+            under = path
             if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
-                under = path[len(root) :]
-            else:
-                root, under = "", path
+                under = path[len(root) :]  # else a server (or proxy) that took root_path off already
             match = self._match(under)
-            if match is None and root:  # a prefix that repeats the mount: the full path
+            if match is None and under is not path:  # a prefix that repeats the mount: the full path
                 match = self._match(path)
                 root, under = "", path
             if match is not None:
@@ -132,13 +131,15 @@ class PixelASGIMiddleware:
         executor = self._executor
         if executor is None or environ["REQUEST_METHOD"] != "GET":
             status, headers, body, close = self._call(environ, match)
-            await _send(send, status, headers, body)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
             if close is not None:
                 close()  # after_response: the event once the GIF is on its way
             return
         loop = asyncio.get_running_loop()
         status, headers, body, close = await loop.run_in_executor(executor, self._call, environ, match)
-        await _send(send, status, headers, body)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
         if close is not None:
             await loop.run_in_executor(executor, close)
 
@@ -154,7 +155,7 @@ class PixelASGIMiddleware:
         body = b"".join(result)
         status, headers = started
         if headers == GIF_HEADERS:
-            encoded = _GIF_HEADERS
+            encoded = _GIF_HEADERS[:]  # a copy: an outer middleware may add to the list it is sent (CORS)
         else:
             encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
         return int(status[:3]), encoded, body, getattr(result, "close", None)
@@ -249,16 +250,12 @@ def _wsgi_text(text: str) -> str:
     return text.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
-async def _send(send: Send, status: int, headers: List[Tuple[bytes, bytes]], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     """``app=None`` off the pixel routes: the WSGI middleware's 404; websockets are refused."""
     if scope["type"] == "http":
         body = b"Not Found\n"
-        await _send(send, 404, [(b"content-type", b"text/plain; charset=utf-8"),
-                                (b"content-length", str(len(body)).encode())], body)
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 404, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
     elif scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1000})
