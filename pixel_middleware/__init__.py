@@ -1,12 +1,13 @@
-"""Tracking-pixel endpoints for any WSGI app.
+"""Tracking-pixel endpoints for any WSGI or ASGI app.
 
-Wrap an app in :class:`PixelMiddleware`; pixel URLs of RudderStack, Segment,
+Wrap an app in :class:`PixelMiddleware` (WSGI) or :class:`PixelASGIMiddleware`
+(ASGI: FastAPI, Starlette, Django's ASGI handler); pixel URLs of RudderStack, Segment,
 mParticle and the compact form then decode into one canonical Segment-spec
 event, announced on :data:`event_received` and handed to a sink.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .pipeline.collector import Collector
 from .pipeline.dialects import Dialect
@@ -19,11 +20,19 @@ from .pipeline.urls import PixelUrlWarning, build_click_url, build_pixel_url
 
 from ._version import __version__  # noqa: F401 - the package's version, where tools look for it
 
-_LAZY = {"KafkaSink": "pixel_middleware.sinks.kafka", "HttpSink": "pixel_middleware.sinks.http"}
+if TYPE_CHECKING:
+    from .asgi import PixelASGIMiddleware
+
+# Loaded when first asked for: the sinks with optional dependencies, and the ASGI
+# front door (asyncio costs a WSGI worker's start-up 16 ms it does not need).
+_LAZY = {
+    "KafkaSink": "pixel_middleware.sinks.kafka",
+    "HttpSink": "pixel_middleware.sinks.http",
+    "PixelASGIMiddleware": "pixel_middleware.asgi",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Sinks with optional dependencies load only when asked for.
     if name in _LAZY:
         import importlib
 
@@ -39,6 +48,7 @@ __all__ = [
     "FileSink",
     "LogSink",
     "MemorySink",
+    "PixelASGIMiddleware",
     "PixelMiddleware",
     "PixelUrlWarning",
     "Sink",

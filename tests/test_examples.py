@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
 from typing import Any, Callable
 
 from PIL import Image
@@ -121,6 +122,41 @@ def test_flask_example(start: Callable[..., Process]) -> None:
         assert status == 200 and headers["Content-Type"] == f"image/{kind}"
         with Image.open(io.BytesIO(body)) as image:
             assert image.format == kind.upper() and image.width > 1
+    assert_no_write_key_logged(server, "demo-key")
+
+
+def test_fastapi_example(start: Callable[..., Process]) -> None:
+    port = free_port()
+    server = start(["examples/fastapi_app.py", "--port", str(port)], port,
+                   {"PIXEL_SINK": "log:", "PIXEL_WRITE_KEY": "demo-key"})
+    status, headers, page = server.get("/emails/spring-sale/preview?user=u-1002")
+    assert status == 200 and b"Spring sale" in page and b"Hello Grace" in page
+    pixel = html.unescape(re.search(rb'<img src="([^"]+/v1/pixel/track[^"]+)"', page).group(1).decode())
+    assert pixel.startswith(f"http://127.0.0.1:{port}/v1/pixel/track?") and "&sig=" in pixel
+    assert {"wk=demo-key", "e=Email+Opened", "uid=u-1002"} <= set(pixel.split("?", 1)[1].split("&"))
+    path = pixel.split(str(port), 1)[1]
+    for _ in range(2):
+        assert_gif(*server.get(path))
+    opened = json.loads(server.wait_for(event_lines(server, "Email Opened")))
+    assert opened["userId"] == "u-1002" and opened["properties"] == {"campaign_id": "spring-sale"}
+    assert opened["context"]["pixel"]["signed"] is True and opened["context"]["userAgent"] == USER_AGENT
+    assert json.loads(server.get("/stats.json")[2]) == {"spring-sale": 2}
+    # The call to action became a signed click URL; following it lands on the shop's page. mailto: stays.
+    cta = html.unescape(re.search(rb'<a href="([^"]+)" id="cta"', page).group(1).decode())
+    assert cta.startswith(f"http://127.0.0.1:{port}/v1/click?") and "&sig=" in cta
+    assert b'href="mailto:help@example.com"' in page
+    status, _, landed = server.get(cta.split(str(port), 1)[1])
+    assert status == 200 and b"Shop: sale" in landed
+    clicked = json.loads(server.wait_for(event_lines(server, "Email Link Clicked")))
+    assert clicked["userId"] == "u-1002" and clicked["context"]["pixel"]["signed"] is True
+    assert clicked["properties"] == {"campaign_id": "spring-sale", "link_url": f"http://127.0.0.1:{port}/shop/sale"}
+    # Paths nobody routes are FastAPI's: its JSON 404.
+    try:
+        server.get("/v1/pixel/trackers")
+    except urllib.error.HTTPError as error:
+        assert error.code == 404 and json.loads(error.read()) == {"detail": "Not Found"}
+    else:
+        raise AssertionError("an unknown path answered")
     assert_no_write_key_logged(server, "demo-key")
 
 
