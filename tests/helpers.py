@@ -106,7 +106,8 @@ class Process:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
+        # A process left behind holding the pipe keeps the reader in read(): closing under it would hang.
+        if self.proc.stdout is not None and not self._reader.is_alive():
             self.proc.stdout.close()
 
     def get(self, path: str, user_agent: str = USER_AGENT) -> Any:

@@ -38,7 +38,10 @@ import ssl
 import threading
 from typing import Any, Callable, Dict
 
+from ..pipeline.metrics import mark_process_dead
+from . import ops
 from .config import address
+from .ops import alive
 from .worker import BOOT_ERROR, collector_options, loader
 
 _log = logging.getLogger("pixel_middleware")
@@ -69,12 +72,15 @@ def run(settings: Dict[str, Any]) -> int:
     multiprocessing.set_start_method("fork", force=True)
     boot_failed = multiprocessing.get_context("fork").Event()
     draining = threading.Event()
+    main_pid = os.getpid()
 
     class Supervisor(Server):  # type: ignore[misc, valid-type]
         exit_code = 0
 
         def signal_handler_interrupt(self, signum: int = 0, *args: Any) -> None:
-            if signum == signal.SIGTERM and settings["drain"] > 0 and not draining.is_set():
+            # Workers are forked with this handler: in them it must stay granian's own.
+            if os.getpid() == main_pid and signum == signal.SIGTERM and settings["drain"] > 0 \
+                    and not draining.is_set():
                 draining.set()
                 _log.info("SIGTERM: draining for %g s (/readyz answers 503), then stopping", settings["drain"])
                 timer = threading.Timer(settings["drain"], super().signal_handler_interrupt)
@@ -116,6 +122,7 @@ def run(settings: Dict[str, Any]) -> int:
         process_name=None,
         **{k: _path(v) for k, v in tls.items()},
     )
+    _import_what_threads_use(settings)
     ops = ops_listener(settings, draining.is_set) if settings.get("ops_port") else None
     sweeper = threading.Thread(target=_sweep, args=(settings,), daemon=True, name="pixel-sweeper")
     sweeper.start()
@@ -127,6 +134,36 @@ def run(settings: Dict[str, Any]) -> int:
         if ops is not None:
             ops.shutdown()
     return server.exit_code
+
+
+def _import_what_threads_use(settings: Dict[str, Any]) -> None:
+    """Import, in this thread and before any other starts, every module the ops and sweeper threads load lazily.
+
+    granian forks a worker whenever one must be respawned, from this
+    multi-threaded process: a fork taken while another thread holds a
+    module's import lock leaves the new worker waiting on it for ever.
+    """
+    if settings.get("metrics"):
+        import prometheus_client.mmap_dict  # noqa: F401  (mark_process_dead's)
+        import prometheus_client.multiprocess  # noqa: F401  (and its folding of dead workers)
+    if settings.get("ops_port"):
+        from werkzeug.test import Client
+
+        app = ops.ops_app(os.path.join(settings["state_dir"], "status"), debug_page=bool(settings.get("debug_page")),
+                          metrics_app=_metrics_app(settings), explain=_explainer(settings))
+        client = Client(app)
+        for path in ("/healthz", "/readyz", "/metrics", "/", "/rows"):
+            client.get(path).close()
+        if settings.get("debug_page"):
+            client.post("/explain", data={"url": "http://localhost/v1/pixel/track?e=x"}).close()
+
+
+def _metrics_app(settings: Dict[str, Any]) -> Any:
+    if not settings.get("metrics"):
+        return None
+    from ..pipeline.metrics import metrics_app
+
+    return metrics_app()
 
 
 def _raise_file_limit() -> None:
@@ -180,15 +217,8 @@ def ops_listener(settings: Dict[str, Any], draining: Callable[[], bool]) -> Any:
     """The ops app on its own listener in this process, a thread per connection (the cluster's network only)."""
     from werkzeug.serving import make_server
 
-    from . import ops
-
-    metrics_app = None
-    if settings.get("metrics"):
-        from ..pipeline.metrics import metrics_app as make_metrics_app
-
-        metrics_app = make_metrics_app()
     app = ops.ops_app(os.path.join(settings["state_dir"], "status"), ready_grace=settings["ready_grace"],
-                      debug_page=bool(settings.get("debug_page")), metrics_app=metrics_app,
+                      debug_page=bool(settings.get("debug_page")), metrics_app=_metrics_app(settings),
                       explain=_explainer(settings), allowed_hosts=settings.get("ops_allowed_hosts") or (),
                       draining=draining)
     try:
@@ -212,8 +242,6 @@ def _explainer(settings: Dict[str, Any]) -> Callable[[str], Any]:
 
 def _sweep(settings: Dict[str, Any], interval: float = _SWEEP_SECONDS) -> None:
     """Every ``interval``: a worker that has gone (killed, or stopped) leaves its metrics in the archive, and no status."""
-    from .ops import alive
-
     status_dir = os.path.join(settings["state_dir"], "status")
     metrics_dir = os.path.join(settings["state_dir"], "metrics") if settings.get("metrics") else None
     stop = threading.Event()
@@ -228,8 +256,6 @@ def _sweep(settings: Dict[str, Any], interval: float = _SWEEP_SECONDS) -> None:
                     continue
                 try:
                     if directory == metrics_dir:
-                        from ..pipeline.metrics import mark_process_dead
-
                         mark_process_dead(pid)
                     else:
                         os.unlink(os.path.join(directory, f"{pid}.json"))
