@@ -145,7 +145,7 @@ def per_request(app: Callable, environ: Dict, loops: int, repeats: int) -> float
 def checks_cost(loops: int) -> None:
     """What issue 11's validation adds per request, measured alone against the same work without it."""
     from pixel_middleware.pipeline.dialects import segment as seg
-    from pixel_middleware.core.events import coerce_number
+    from pixel_middleware.core.query import coerce_number
 
     text = base64.urlsafe_b64decode(SEGMENT[1][5:] + "==").decode()
     rows = []
@@ -212,7 +212,7 @@ def steps(loops: int, repeats: int) -> None:
     ]
     # Not a step: what building the event from the parameters costs, name by name and compiled for the layout.
     from pixel_middleware.pipeline.dialects.rudderstack import _FLAT
-    from pixel_middleware.core.events import parse_query
+    from pixel_middleware.core.query import parse_query
 
     params = parse_query(query)
     _FLAT(params), _FLAT(params)  # seen twice: compiled
@@ -345,9 +345,13 @@ def agent_cost(quick: bool) -> None:
     for name, first, least, old in crafted:
         print(f"    {name:<26} {first:7.1f}  {least:7.1f} us  {old:9.1f} us  ({old / least:5.0f}x)")
     worst = max([least for _, _, least, _ in crafted] + [b for _, b in random_us + latin_us])
+    # A flood sends every text once: its first call is the one it costs (the step's cache is cleared here).
+    first = sorted([f for _, f, _, _ in crafted] + [f for f, _ in random_us + latin_us])
     median = statistics.median(b for _, b in new_us)
     print(f"  target new UA median <= 25 us: {median:.1f} us {'ok' if median <= 25 else 'MISSED'}; "
-          f"any text <= 250 us: worst {worst:.1f} us {'ok' if worst <= 250 else 'MISSED'} (best of 3)")
+          f"any text <= 250 us: worst {worst:.1f} us {'ok' if worst <= 250 else 'MISSED'} (best of 3); "
+          f"hostile texts' first calls: p99 {first[int(len(first) * 0.99)]:.1f} us, worst {first[-1]:.1f} us "
+          f"{'ok' if first[-1] <= 250 else 'MISSED'}")
 
 
 def operations(loops: int, repeats: int) -> None:

@@ -90,7 +90,7 @@ def main() -> None:
         file.write(LUA)
     port = free_port()
     url = f"http://127.0.0.1:{port}{PATH}?{QUERY}"
-    server = start("collector", port, events_file)
+    server = start("serve", port, events_file)
     results: Dict[str, List[Dict[str, float]]] = {name: [] for name in VARIANTS}
     recorded = 0
     try:

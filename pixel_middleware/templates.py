@@ -51,7 +51,7 @@ def user_id(user: Any) -> Optional[str]:
     if user is None or isinstance(user, _Undefined):
         return None
     if isinstance(user, str):
-        return str(user) or None
+        return str.__str__(user) or None  # a plain str: Django's SafeString keeps itself on str()
     if isinstance(user, int) and not isinstance(user, bool):
         return str(user)
     if isinstance(user, Mapping):
@@ -69,7 +69,7 @@ def user_id(user: Any) -> Optional[str]:
             f"cannot find a user id in {type(user).__name__!r}: pass a string id, a mapping with 'id', "
             "an object with get_id(), pk or id, or set a user resolver (PIXEL_USER_RESOLVER)"
         )
-    return None if found is None or found == "" else str(found)
+    return None if found is None or found == "" else str.__str__(str(found))
 
 
 def _plain(value: Any) -> Any:
@@ -77,7 +77,7 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, _Undefined):
         return None
     if isinstance(value, str):
-        return str(value)  # Markup and other str subclasses become plain text
+        return str.__str__(value)  # Markup, SafeString and other str subclasses become plain text
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     return value
@@ -140,7 +140,7 @@ class TemplateHelpers:
 
     def _user(self, user: Any) -> Optional[str]:
         uid = (self.settings["user_resolver"] or user_id)(user)
-        return None if uid is None else str(uid)
+        return None if uid is None else str.__str__(str(uid))
 
     def pixel_url(self, event: Optional[str] = None, user: Any = None, *, type: str = "track", **properties: Any) -> str:
         """An absolute pixel URL recording ``event`` for ``user`` with ``properties``.
@@ -190,7 +190,7 @@ class TemplateHelpers:
         props = {k: v for k, v in _plain(properties).items() if v is not None}
         return build_click_url(
             self.base_url(),
-            str(url),
+            str.__str__(str(url)),
             _plain(event) or CLICK_EVENT,
             user_id=self._user(user),
             properties=props or None,

@@ -52,6 +52,8 @@ class Process:
                 **os.environ,
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                # serve stops at once unless a test drains: every stop() would wait out the default drain.
+                "PIXEL_DRAIN": "0",
                 **(env or {}),
             },
             stdout=subprocess.PIPE,

@@ -32,7 +32,7 @@ def fetch(port: int, url: str):  # type: ignore[no-untyped-def]
     try:
         connection.request("GET", f"{parts.path}?{parts.query}" if parts.query else parts.path)
         response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        return response.status, response.headers, response.read()  # names in any case, as HTTP has them
     finally:
         connection.close()
 

@@ -39,19 +39,24 @@ urlpatterns = [
 
 @pytest.fixture(scope="module")
 def django_app():
-    if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            SECRET_KEY="test-only",
-            ALLOWED_HOSTS=["localhost"],
-            ROOT_URLCONF=__name__,
-            MIDDLEWARE=["django.middleware.common.CommonMiddleware"],
-            INSTALLED_APPS=[],
-            USE_TZ=True,
-        )
-    from django.core.wsgi import get_wsgi_application
+    overrides = dict(
+        DEBUG=False,
+        SECRET_KEY="test-only",
+        ALLOWED_HOSTS=["localhost"],
+        ROOT_URLCONF=__name__,
+        MIDDLEWARE=["django.middleware.common.CommonMiddleware"],
+        USE_TZ=True,
+    )
+    from django.test.utils import override_settings
 
-    return get_wsgi_application()
+    if not settings.configured:
+        settings.configure(INSTALLED_APPS=[], **overrides)
+        django.setup()
+    # Configured already (tests/django set up its project in this process): this module's URLs and middleware.
+    with override_settings(**overrides):
+        from django.core.wsgi import get_wsgi_application
+
+        yield get_wsgi_application()
 
 
 def test_django_wrapped(django_app):

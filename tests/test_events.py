@@ -7,7 +7,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pixel_middleware.core.events import DecodeError, coerce_number, parse_timestamp
+from pixel_middleware.core.events import DecodeError, parse_timestamp
+
+from pixel_middleware.core.query import coerce_number
 
 
 @pytest.mark.parametrize(
@@ -101,7 +103,7 @@ def test_unquote_agrees_with_the_standard_library(text):
     """parse_query's C-speed percent-decoding is unquote_plus for every well-formed escape."""
     from urllib.parse import unquote_to_bytes
 
-    from pixel_middleware.core.events import _BAD_PERCENT, _unquote
+    from pixel_middleware.core.query import _BAD_PERCENT, _unquote
 
     if _BAD_PERCENT.search(text):
         return  # parse_query refuses these before decoding
@@ -118,7 +120,7 @@ def test_unquote_agrees_with_the_standard_library(text):
 def test_parse_query_agrees_with_parse_qsl(query):
     from urllib.parse import parse_qsl
 
-    from pixel_middleware.core.events import parse_query
+    from pixel_middleware.core.query import parse_query
 
     expected = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
@@ -142,7 +144,7 @@ odd_ascii_query = st.lists(
 @example("==&")  # as many "=" as pieces, but not one each: never given to it
 def test_the_one_pass_split_reads_a_query_as_the_general_one_does(query):
     """Whatever _split_simple takes on (escapes valid by length, not by pattern) it reads as _split does."""
-    from pixel_middleware.core.events import _TWO_EQUALS, _split, _split_simple
+    from pixel_middleware.core.query import _TWO_EQUALS, _split, _split_simple
 
     count = query.count("&") + 1
     try:
@@ -213,7 +215,7 @@ def test_new_id_is_a_uuid4_and_differs_in_a_forked_worker():
 def test_parse_query_reads_every_layout_as_parse_qsl_does(query, expected):
     from urllib.parse import parse_qsl
 
-    from pixel_middleware.core.events import parse_query
+    from pixel_middleware.core.query import parse_query
 
     reference = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
@@ -234,7 +236,7 @@ _form_values = st.sampled_from(["", "x", "0", "1920", "29.99", "-7", "007", "1.1
 @given(st.dictionaries(_form_names, _form_values, max_size=8))
 def test_a_compiled_layout_builds_what_the_loop_builds(coerce, params):
     """Key order included (it is the JSON line's order), and a field named twice keeps the last value."""
-    from pixel_middleware.core.events import FlatForm
+    from pixel_middleware.core.query import FlatForm
 
     form = FlatForm({"uid": "userId", "uid2": "userId", "aid": "anonymousId", "event": "event", "name": "name"},
                     {"p": "properties", "t": "traits", "c": "context", "cx": "context"}, coerce=coerce)
@@ -252,18 +254,18 @@ def test_a_compiled_layout_builds_what_the_loop_builds(coerce, params):
 
 
 def test_compiled_layouts_are_bounded_and_layouts_seen_once_are_never_compiled():
-    from pixel_middleware.core import events
-    from pixel_middleware.core.events import FlatForm
+    from pixel_middleware.core import query
+    from pixel_middleware.core.query import FlatForm
 
     form = FlatForm({}, {"p": "properties"})
-    for i in range(3 * events._LAYOUTS_MAX):
+    for i in range(3 * query._LAYOUTS_MAX):
         assert form({f"p.once_{i}": "1"}) == {"properties": {f"once_{i}": 1}}
-    assert not form._layouts and len(form._seen) <= events._LAYOUTS_MAX
-    many = {f"p.n{i}": "1" for i in range(events._LAYOUT_NAMES_MAX + 1)}
+    assert not form._layouts and len(form._seen) <= query._LAYOUTS_MAX
+    many = {f"p.n{i}": "1" for i in range(query._LAYOUT_NAMES_MAX + 1)}
     for _ in range(3):
-        assert form(many) == {"properties": {f"n{i}": 1 for i in range(events._LAYOUT_NAMES_MAX + 1)}}
+        assert form(many) == {"properties": {f"n{i}": 1 for i in range(query._LAYOUT_NAMES_MAX + 1)}}
     assert not form._layouts  # too many names to be worth compiling
-    for i in range(events._LAYOUTS_MAX + 10):
+    for i in range(query._LAYOUTS_MAX + 10):
         for _ in range(2):
             assert form({f"p.twice_{i}": "x"}) == {"properties": {f"twice_{i}": "x"}}
-    assert len(form._layouts) == events._LAYOUTS_MAX  # then new layouts take the loop, still right
+    assert len(form._layouts) == query._LAYOUTS_MAX  # then new layouts take the loop, still right

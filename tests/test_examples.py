@@ -8,7 +8,10 @@ from __future__ import annotations
 import html
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import urllib.error
 from typing import Any, Callable
 
@@ -50,25 +53,32 @@ def test_plain_wsgi_example(start: Callable[..., Process]) -> None:
     assert_no_write_key_logged(server, "demo-key")
 
 
-def test_django_example(start: Callable[..., Process]) -> None:
+def test_django_example(start: Callable[..., Process], tmp_path: Any) -> None:
     port = free_port()
-    server = start(
-        ["examples/django_project/manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-        port,
-        {"PIXEL_SINK": "log:", "PIXEL_WRITE_KEYS": "demo-key"},
-    )
+    env = {"PIXEL_SINK": "log:", "PIXEL_WRITE_KEYS": "demo-key", "EXAMPLE_DB": str(tmp_path / "db.sqlite3")}
+    migrate = subprocess.run([sys.executable, "examples/django_project/manage.py", "migrate", "--verbosity", "0"],
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, capture_output=True, text=True)
+    assert migrate.returncode == 0, migrate.stderr
+    server = start(["examples/django_project/manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], port, env)
     status, headers, page = server.get("/")
-    assert status == 200 and b"Django behind PixelMiddleware" in page
+    assert status == 200 and b"Django with pixel_middleware.django" in page
     pixel = html.unescape(re.search(rb'src="([^"]+)"', page).group(1).decode())
+    assert pixel.startswith(f"http://127.0.0.1:{port}/v1/pixel/page?") and "&sig=" in pixel
     assert_gif(*server.get(pixel.split(str(port), 1)[1]))
+    opened = html.unescape(re.search(rb"<code>([^<]+)</code>", page).group(1).decode())
+    for _ in range(2):
+        assert_gif(*server.get(opened.split(str(port), 1)[1]))
     assert_gif(*server.get("/v1/pixel/track?wk=demo-key&e=Order+Completed&uid=u-9&p.revenue=29.99"))
     assert_gif(*server.get("/v1/pixel/track?wk=not-accepted&e=Forged&uid=u-9"))
     home = json.loads(server.wait_for(event_lines(server, "Home")))
-    assert home["type"] == "page" and home["anonymousId"] == "django-visitor"
+    assert home["type"] == "page" and home["context"]["pixel"]["signed"] is True
     order = json.loads(server.wait_for(event_lines(server, "Order Completed")))
     assert order["properties"] == {"revenue": 29.99} and order["context"]["userAgent"] == USER_AGENT
     server.wait_for(lambda line: "pixel rejected: invalid_write_key" in line)
     assert not any(event_lines(server, "Forged")(line) for line in server.output().splitlines())
+    assert json.loads(server.get("/stats.json")[2]) == {"spring-sale": 2}  # the receiver's model
+    cta = html.unescape(re.search(rb'<a id="cta" href="([^"]+)"', page).group(1).decode())
+    assert cta.startswith(f"http://127.0.0.1:{port}/v1/click?") and "&sig=" in cta
     assert_no_write_key_logged(server, "demo-key", "not-accepted")
 
 

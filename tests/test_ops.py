@@ -38,7 +38,8 @@ def test_explain_announces_no_accepted_event_to_receivers_of_any_sender() -> Non
 
 
 def test_explain_uses_the_collectors_own_settings_but_never_dedup() -> None:
-    from pixel_middleware.server.serve import SERVE_OPTIONS, _explainer
+    from pixel_middleware.server.config import SERVE_OPTIONS
+    from pixel_middleware.server.supervisor import _explainer
 
     settings = {o.name: o.default for o in SERVE_OPTIONS}
     settings.update(signing_key="sign-key", require_signature=True, dedup="60", write_keys=["k"])

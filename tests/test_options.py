@@ -220,14 +220,14 @@ def test_print_config_tells_unset_secrets_from_set_ones() -> None:
 
 def test_serve_flask_and_the_middleware_read_the_same_rows() -> None:
     from flask_pixel.extension import SETTINGS
-    from pixel_middleware.server.serve import SERVE_OPTIONS
+    from pixel_middleware.server.config import SERVE_OPTIONS
 
     pipeline = set(table.names("pipeline"))
     assert {o.name for o in SERVE_OPTIONS} == {o.name for o in table.OPTIONS if o.flag}
     assert {o.name for o in SETTINGS} == {o.name for o in table.OPTIONS if o.key and o.scope != "server"}
     assert {o.name for o in SERVE_OPTIONS if o.scope == "pipeline"} == pipeline - {"sender", "after_response"}
     for o in table.OPTIONS:
-        assert o.kind in table._CHECKS, o.name
+        assert o.kind in table.CHECKS, o.name
         assert o.key is None or o.key == "PIXEL_" + o.name.upper(), o.name  # one name, everywhere
 
 

@@ -87,13 +87,15 @@ def test_serve_flags_reach_the_collector():
     """``serve --machine-events drop --ip anonymize --privacy-signals drop --dnt --dedup 60``, as a worker builds it."""
     import argparse
 
-    from pixel_middleware.server import serve as server
+    from pixel_middleware.server import config as server
+    from pixel_middleware.server.worker import WorkerApp
+
     parser = argparse.ArgumentParser()
     server.add_arguments(parser)
     args = parser.parse_args(["--sink", "memory:", "--machine-events", "drop", "--ip", "anonymize",
                               "--privacy-signals", "drop", "--dnt", "--dedup", "60", "--no-metrics"])
-    settings = {name: value for name, (value, _) in server._resolve(args, environ={}).items()}
-    app = server._build(settings).middleware
+    settings = {name: value for name, (value, _) in server.resolve(args, environ={}).items()}
+    app = WorkerApp(settings).middleware
     sink = app.sink
     client = Client(app)
     url = "/v1/pixel/track?wk=k&e=Open&uid=u1&mid=m1"
@@ -101,6 +103,5 @@ def test_serve_flags_reach_the_collector():
     for headers in ({"User-Agent": bot}, {"DNT": "1"}, {}, {}):
         response = client.get(url, headers=headers, environ_base={"REMOTE_ADDR": "203.0.113.7"})
         assert response.status_code == 200
-        response.close()  # serve records each event as the server closes the response
     assert [e["context"]["ip"] for e in sink.events] == ["203.0.113.0"]
     assert app.rejections == {"machine": 1, "opted_out": 1, "duplicate": 1}

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from pixel_middleware import MemorySink, PixelMiddleware, PixelUrlWarning, build_pixel_url
-from pixel_middleware.core.events import check_depth, coerce_number, DecodeError, format_epoch_ms
+from pixel_middleware.core.events import check_depth, DecodeError, format_epoch_ms
+from pixel_middleware.core.query import coerce_number
 
 WRITE_KEY = "wk-round-trip"
 TYPES = {

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""A minimal Django project whose WSGI app is wrapped in PixelMiddleware.
+"""A minimal Django project using the app: pixel_middleware.django in INSTALLED_APPS, its middleware first.
 
 Start it (from the repository root, after ``pip install -e . django``)::
 
-    python examples/django_project/manage.py runserver
+    python examples/django_project/manage.py migrate && python examples/django_project/manage.py runserver
 
 ``runserver`` serves ``WSGI_APPLICATION`` (``pixelsite.wsgi.application``),
 so the pixel routes answer there exactly as under gunicorn or uWSGI with

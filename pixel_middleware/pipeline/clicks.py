@@ -18,7 +18,9 @@ from __future__ import annotations
 from typing import Any, Callable, Collection, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
-from ..core.events import DecodeError, parse_query
+from ..core.events import DecodeError
+
+from ..core.query import parse_query
 from ..core.gif import respond as respond_gif
 
 _REFUSED = (

@@ -19,7 +19,8 @@ from .steps.agents import AgentStep
 from .steps.dedup import dedup_step
 from . import clicks
 from .dialects import Dialect, get_dialects
-from ..core.events import DecodeError, Event, enrich, now, parse_query
+from ..core.events import DecodeError, Event, enrich, now
+from ..core.query import parse_query
 from ..core.gif import GIF, GIF_HEADERS, respond
 from .steps.privacy import PrivacyStep
 from ..core.signals import event_received, event_rejected, send_safely

@@ -18,7 +18,8 @@ from .dialects import DialectSpec, get_dialect
 from .dialects.base import Pairs
 from ..core.events import CLICK_EVENT
 from .clicks import allowed_hosts as host_list, target_host
-from ..core.events import MAX_QUERY_BYTES, Event, parse_timestamp
+from ..core.events import Event, parse_timestamp
+from ..core.query import MAX_QUERY_BYTES
 from .steps.signing import Key, signed_query
 from ..options import option
 

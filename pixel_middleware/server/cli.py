@@ -1,6 +1,6 @@
 """``pixel-middleware serve`` runs a standalone collector; ``url`` builds a pixel URL; ``decode`` explains one.
 
-``serve`` runs the collector on gunicorn, configured by flags or ``PIXEL_*``
+``serve`` runs the collector on granian, configured by flags or ``PIXEL_*``
 variables (see :mod:`pixel_middleware.server.serve`). ``url`` takes
 ``--signing-key``, by default ``PIXEL_SIGNING_KEY`` from the environment
 (better there than on a command line, which other users of the machine can
@@ -33,7 +33,7 @@ def _fail(command: str, message: str) -> int:
 
 
 def _url(args: argparse.Namespace) -> int:
-    from . import serve as server
+    from . import config
 
     base = urlsplit(args.base_url)
     if base.scheme not in ("http", "https") or not base.netloc:
@@ -44,7 +44,7 @@ def _url(args: argparse.Namespace) -> int:
             return _fail("url", "-p/--property takes KEY=VALUE")
     properties = dict(item.split("=", 1) for item in args.property)
     try:
-        shared = server.resolve_shared(args, URL_OPTIONS)  # a blank key is refused here, named as given
+        shared = config.resolve_shared(args, URL_OPTIONS)  # a blank key is refused here, named as given
         if args.click:
             url = build_click_url(args.base_url, args.click, args.event or "Email Link Clicked", user_id=args.user_id,
                                   anonymous_id=args.anonymous_id, properties=properties or None,
@@ -62,11 +62,11 @@ def _url(args: argparse.Namespace) -> int:
 
 def _decode(args: argparse.Namespace) -> int:
     """Run ``args.url`` through the collector's pipeline into memory: nothing is sent anywhere."""
-    from . import serve as server
+    from . import config
     from .explain import explain
 
     try:
-        signing: Dict[str, Any] = server.resolve_shared(args, DECODE_OPTIONS)
+        signing: Dict[str, Any] = config.resolve_shared(args, DECODE_OPTIONS)
     except ValueError as error:
         return _fail("decode", str(error))
     event, reason = explain(args.url, dialects=args.dialect or None, write_keys=args.write_key or None,
@@ -86,7 +86,8 @@ def _options(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from . import serve as server  # imports this module: kept out of its import time
+    from . import config
+    from .serve import serve as run_serve
 
     from .._version import __version__
 
@@ -94,12 +95,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run a pixel collector (gunicorn; --dev: werkzeug)",
-                                description="Run a standalone pixel collector on gunicorn (--dev: werkzeug's "
+    serve = commands.add_parser("serve", help="run a pixel collector (granian; --dev: werkzeug)",
+                                description="Run a standalone pixel collector on granian (--dev: werkzeug's "
                                             "reloading server). Every flag has a PIXEL_* environment variable; "
                                             "a flag wins over it.")
-    server.add_arguments(serve)
-    serve.set_defaults(run=server.serve)
+    config.add_arguments(serve)
+    serve.set_defaults(run=run_serve)
 
     url = commands.add_parser("url", help="print a pixel URL", description="Print a pixel URL, or with --click a "
                               "click URL, that the collector at BASE_URL records.")
@@ -113,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     url.add_argument("-p", "--property", action="append", default=[], metavar="KEY=VALUE")
     url.add_argument("--click", metavar="TARGET_URL", help="build a click URL redirecting here instead of a pixel URL; "
                      "unsigned, its host must be one the collector allows")
-    server.add_shared_arguments(url, URL_OPTIONS)
+    config.add_shared_arguments(url, URL_OPTIONS)
     url.set_defaults(run=_url)
 
     decode = commands.add_parser("decode", help="print the event a pixel URL decodes to, sending nothing",
@@ -123,7 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     decode.add_argument("--write-key", action="append", help="accepted write key, repeatable (default: any)")
     decode.add_argument("--dialect", action="append", help="dialect to answer, repeatable (default: all)")
     decode.add_argument("--prefix", default="", help="the pixel routes' mount prefix")
-    server.add_shared_arguments(decode, DECODE_OPTIONS)
+    config.add_shared_arguments(decode, DECODE_OPTIONS)
     decode.set_defaults(run=_decode)
 
     options = commands.add_parser("options", help="print the options table (Markdown), as the README shows it")

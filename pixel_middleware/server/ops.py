@@ -9,7 +9,8 @@ the public pixel port:
     200 when every sink of every live worker is delivering; 503 with a JSON
     body naming the sink and why when one has been failing for longer than
     ``ready_grace`` seconds (a broker or endpoint unreachable) or its spool
-    is over 80% of its disk cap. Also 503 until a worker has reported. For a
+    is over 80% of its disk cap. Also 503 until a worker has reported, and
+    while the server drains before it stops (``serve --drain``). For a
     readiness probe: a load balancer then sends pixels to collectors that
     can deliver them.
 ``GET /metrics``
@@ -35,7 +36,8 @@ nor ``/metrics`` and ``/readyz``.
 Workers share what they know through a directory: each runs a
 :class:`StatusReporter` thread writing ``<pid>.json`` every second (its
 sinks' :meth:`~pixel_middleware.Sink.health` and, for the debug page, its
-recent events), and whichever worker answers an ops request reads them all.
+recent events), and the process that answers the ops port (``serve``'s main
+process) reads them all.
 """
 from __future__ import annotations
 
@@ -182,12 +184,13 @@ def read_statuses(status_dir: str) -> List[Dict[str, Any]]:
         except (OSError, ValueError):
             continue
         fresh = now - float(status.get("time", 0)) <= _STALE_INTERVALS * float(status.get("interval", 1.0)) + 1
-        status["live"] = fresh and not status.get("stopped") and _alive(int(status.get("pid", 0)))
+        status["live"] = fresh and not status.get("stopped") and alive(int(status.get("pid", 0)))
         found.append(status)
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs: a worker that exited but is not yet reaped (a zombie) has not."""
     if pid <= 0:
         return False
     try:
@@ -196,7 +199,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (not Linux): os.kill's word
 
 
 def readiness(statuses: List[Dict[str, Any]], ready_grace: float, now: Optional[float] = None) -> Tuple[bool, Dict[str, Any]]:
@@ -308,12 +315,14 @@ def ops_app(
     metrics_app: Optional[Callable] = None,
     explain: Optional[Callable[[str], Tuple[Optional[Dict[str, Any]], Optional[str]]]] = None,
     allowed_hosts: Iterable[str] = (),
+    draining: Callable[[], bool] = lambda: False,
 ) -> Callable:
     """The ops WSGI app over the status files in ``status_dir`` (see the module's docstring).
 
     ``allowed_hosts``: names answered besides IP addresses and ``localhost``
     (a scraper that uses the service's DNS name; ``*.svc.cluster.local`` for
-    any under it).
+    any under it). ``draining``: whether the server is stopping, when
+    ``/readyz`` answers 503 whatever the sinks say (``serve --drain``).
     """
     names = HostList(allowed_hosts)
 
@@ -334,7 +343,10 @@ def ops_app(
         if path == "/healthz":
             return Response("ok\n", mimetype="text/plain")
         if path == "/readyz":
-            ready, body = readiness(read_statuses(status_dir), ready_grace)
+            if draining():
+                ready, body = False, {"ready": False, "reason": "draining: the collector is stopping"}
+            else:
+                ready, body = readiness(read_statuses(status_dir), ready_grace)
             return Response(json.dumps(body) + "\n", status=200 if ready else 503, mimetype="application/json")
         if path == "/metrics" and metrics_app is not None:
             return metrics_app

@@ -34,7 +34,8 @@ from __future__ import annotations
 from typing import Dict, Mapping, Optional, Tuple
 
 from ...core.events import CLICK_EVENT
-from ...core.events import Event, FlatForm, epoch_ms, finish, parse_timestamp
+from ...core.events import Event, epoch_ms, finish, parse_timestamp
+from ...core.query import FlatForm
 from .base import Dialect, Pairs, flat_pairs, require, text
 
 _TYPES = ("track", "page", "identify", "group")

@@ -26,7 +26,7 @@ anything else                      ignored (``integrations.*``, cache busters)
 
 Numbers are coerced as RudderStack's own examples show
 (``context.screen.width=1920`` -> ``1920``): see
-:func:`pixel_middleware.core.events.coerce_number`.
+:func:`pixel_middleware.core.query.coerce_number`.
 
 The identifier rules are rudder-server's, so that a URL recorded here and
 there gives the same ids: it trims both ids before its identity check (an
@@ -41,7 +41,9 @@ import re
 import unicodedata
 from typing import Dict, Mapping, Optional, Tuple
 
-from ...core.events import Event, FlatForm, finish, parse_timestamp
+from ...core.events import Event, finish, parse_timestamp
+
+from ...core.query import FlatForm
 from .base import Dialect, Pairs, flat_pairs, require, text
 
 _FIELDS = {f: f for f in ("userId", "anonymousId", "event", "name", "messageId")}

@@ -39,7 +39,9 @@ import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 from urllib.parse import unquote
 
-from ...core.events import MAX_NUMBER_CHARS, DecodeError, Event, FlatForm, check_depth, finish, identifier, parse_timestamp
+from ...core.events import DecodeError, Event, check_depth, finish, identifier, parse_timestamp
+
+from ...core.query import MAX_NUMBER_CHARS, FlatForm
 from .base import Dialect, Pairs, require
 
 _TYPES = ("identify", "group", "alias", "page", "screen", "track")

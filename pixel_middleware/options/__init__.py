@@ -31,20 +31,12 @@ README's option tables from the rows, and a test holds the README to them.
 """
 from __future__ import annotations
 
-import math
 import re
-from datetime import timedelta
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
-from urllib.parse import parse_qsl, urlsplit
+
+from .kinds import CHECKS, Invalid
 
 __all__ = ["OPTIONS", "Option", "option", "resolve"]
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-#: Where a comma in a list of sinks starts the next sink (Kafka URLs hold commas of their own).
-_NEXT_SINK = re.compile(r",(?=\s*(?:log|file|memory|kafka|https?):)")
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
 
 class Option(NamedTuple):
     """One row of the table.
@@ -83,225 +75,14 @@ class Option(NamedTuple):
         if value is None:
             return None
         try:
-            return _CHECKS[self.kind](self, value)
-        except _Invalid as problem:
+            return CHECKS[self.kind](self, value)
+        except Invalid as problem:
             raise ValueError(f"{label or self.name} {problem}") from None
 
     @property
     def env(self) -> Optional[str]:
         return self.key
 
-
-class _Invalid(Exception):
-    """What is wrong with a value, to be prefixed with the option's label."""
-
-
-def _text(option: Option, value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"must be text, not {type(value).__name__}")
-    if not value.strip():
-        raise _Invalid("is blank: give a value, or leave it unset for the default")
-    return value.strip()
-
-
-def _address(option: Option, value: Any) -> str:
-    # gunicorn binds an empty host to every interface: PIXEL_OPS_HOST= left blank by a
-    # template would publish /metrics, /readyz and the debug page to the world.
-    if isinstance(value, str) and not value.strip():
-        raise _Invalid("is blank: it must name an address (0.0.0.0: every interface)")
-    return _text(option, value)
-
-
-def _bool(option: Option, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-        if not word:
-            raise _Invalid("is blank: give one of 1/true/yes/on or 0/false/no/off")
-    raise _Invalid("must be one of 1/true/yes/on or 0/false/no/off")
-
-
-def _number(option: Option, value: Any) -> float:
-    """A finite number within the option's bounds (``int`` for kind ``int``); a timedelta for ``seconds``."""
-    if isinstance(value, timedelta) and option.kind == "seconds":
-        value = value.total_seconds()
-    if isinstance(value, str):
-        text = _text(option, value)
-        try:
-            value = int(text) if option.kind == "int" else float(text)
-        except ValueError:
-            raise _Invalid(f"must be {'an integer' if option.kind == 'int' else 'a number'}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(f"must be {'an integer' if option.kind == 'int' else 'a number'}, not {type(value).__name__}")
-    if option.kind == "int" and not isinstance(value, int):
-        if not float(value).is_integer():
-            raise _Invalid("must be an integer")
-        value = int(value)
-    if not math.isfinite(value):
-        raise _Invalid("must be a finite number")
-    low, high = option.bounds
-    if (low is not None and (value <= low if option.above else value < low)) or (high is not None and value > high):
-        if high is not None:
-            wanted = f"from {low} to {high}"
-        else:
-            wanted = f"above {low}" if option.above else f"at least {low}"
-        raise _Invalid(f"must be {wanted}")
-    return value
-
-
-def _choice(option: Option, value: Any) -> str:
-    text = _text(option, value)
-    if text not in option.choices:
-        raise _Invalid(f"must be one of {', '.join(option.choices)}")  # not the value: it may be a secret misplaced
-    return text
-
-
-def _path(option: Option, value: Any) -> str:
-    """A mount prefix: empty, or a path starting with ``/`` (without its trailing ``/``)."""
-    if not isinstance(value, str):
-        raise _Invalid(f"must be text, not {type(value).__name__}")
-    prefix = value.strip().rstrip("/")
-    if prefix and not prefix.startswith("/"):
-        raise _Invalid(f"must start with '/', not {prefix!r}")
-    return prefix
-
-
-def _base_url(option: Option, value: Any) -> str:
-    url = _text(option, value).rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise _Invalid("must be an absolute http(s) URL such as 'https://www.example.com'")
-    return url
-
-
-def _items(option: Option, value: Any) -> List[Any]:
-    """A list from a list, or from comma-separated text; no blank item (a blank key is no key)."""
-    if isinstance(value, (str, bytes)):
-        text = value.decode() if isinstance(value, bytes) else value
-        if not text.strip():
-            raise _Invalid("is blank: give a value, or leave it unset for the default")
-        splitter = _NEXT_SINK.split if option.name == "sink" else (lambda t: t.split(","))
-        value = splitter(text)
-    try:
-        items = list(value)
-    except TypeError:
-        raise _Invalid(f"must be a list (or comma-separated text), not {type(value).__name__}") from None
-    for item in items:
-        if isinstance(item, (str, bytes)) and not item.strip():
-            raise _Invalid("holds a blank item (an unset variable in a list?): remove it")
-    return [item.strip() if isinstance(item, str) else item for item in items]
-
-
-def _list(option: Option, value: Any) -> List[Any]:
-    items = _items(option, value)
-    if not items:
-        raise _Invalid("is empty: give at least one, or leave it unset for the default")
-    return items
-
-
-def _hosts(option: Option, value: Any) -> List[str]:
-    return _items(option, value)  # an empty list allows no host, as leaving it unset does
-
-
-def _write_keys(option: Option, value: Any) -> Any:
-    if callable(value) and not isinstance(value, str):
-        return value
-    keys = _items(option, value)
-    if not keys:
-        raise _Invalid("is empty, so no request would be accepted: leave it unset to accept any key")
-    return keys
-
-
-def _secret(option: Option, value: Any) -> Any:
-    """A signing key: text or bytes with something in it. ``False`` turns signing off, as ``None`` does."""
-    if value is False:
-        return None
-    if not isinstance(value, (str, bytes)):
-        raise _Invalid(f"must be text or bytes, not {type(value).__name__}")
-    if not value.strip():
-        # Not "no signing": anyone could sign with the empty key (an unset variable gives one).
-        raise _Invalid("is blank: an empty key is a key anyone can sign with; unset it to turn signing off")
-    return value
-
-
-def _secrets(option: Option, value: Any) -> List[Any]:
-    if isinstance(value, bytes):
-        value = [value]
-    keys = _items(option, value)
-    for key in keys:
-        _secret(option, key)
-    return keys
-
-
-def _dedup(option: Option, value: Any) -> Any:
-    """Seconds (in memory) or a Redis URL whose ``window`` is checked as the seconds are."""
-    window = option._replace(kind="seconds", bounds=(0, None), above=True)
-    if isinstance(value, str) and value.strip().startswith(_REDIS_SCHEMES):
-        url = value.strip()
-        given = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True)).get("window")
-        if given is not None:
-            try:
-                _number(window, given)
-            except _Invalid as problem:
-                raise _Invalid(f"(the Redis URL's window) {problem}") from None
-        return url
-    try:
-        return _number(window, value)
-    except _Invalid as problem:
-        raise _Invalid(f"must be a window in seconds or a redis:// URL: it {problem}") from None
-
-
-def _dialect(option: Option, value: Any) -> Any:
-    from .pipeline.dialects import get_dialect
-
-    try:
-        return get_dialect(_text(option, value) if isinstance(value, str) else value)
-    except ValueError as error:
-        raise _Invalid(f"names {error}") from None
-
-
-def _dialects(option: Option, value: Any) -> List[Any]:
-    from .pipeline.dialects import Dialect, get_dialect
-
-    if isinstance(value, Dialect):
-        value = [value]
-    try:
-        return [get_dialect(item) for item in _list(option, value)]
-    except ValueError as error:
-        raise _Invalid(f"names {error}") from None
-
-
-def _sink(option: Option, value: Any) -> Any:
-    if isinstance(value, (str, list, tuple)):
-        return _list(option, value)
-    return value  # a sink object, ours to trust
-
-
-def _anything(option: Option, value: Any) -> Any:
-    return value
-
-
-def _callable(option: Option, value: Any) -> Any:
-    if not callable(value):
-        raise _Invalid(f"must be a function, not {type(value).__name__}")
-    return value
-
-
-def _traits(option: Option, value: Any) -> Any:
-    return value if callable(value) else _list(option, value)
-
-
-_CHECKS: Dict[str, Callable[[Option, Any], Any]] = {
-    "text": _text, "address": _address, "bool": _bool, "int": _number, "float": _number, "seconds": _number,
-    "choice": _choice, "path": _path, "base_url": _base_url, "list": _list, "hosts": _hosts,
-    "write_keys": _write_keys, "secret": _secret, "secrets": _secrets, "dedup": _dedup, "dialect": _dialect,
-    "dialects": _dialects, "sink": _sink, "object": _anything, "callable": _callable, "traits": _traits,
-}
 
 _O = Option
 #: Every option, in the order the docs list them.
@@ -363,9 +144,24 @@ OPTIONS: Tuple[Option, ...] = (
     _O("port", "int", 8000, "port of the public pixel listener", scope="server", key="PIXEL_PORT", flag="--port",
        bounds=(1, 65535)),
     _O("workers", "int", None, "worker processes", scope="server", key="PIXEL_WORKERS", flag="--workers",
-       bounds=(1, None), default_doc="2 x cores"),
-    _O("threads", "int", 1, "threads per worker (more than 1: gthread workers)", scope="server",
-       key="PIXEL_THREADS", flag="--threads", bounds=(1, None)),
+       bounds=(1, None), default_doc="one per core"),
+    _O("threads", "int", 1, "Python threads per worker running the pipeline (one holds the GIL best; more only "
+       "helps a sink or dedup that blocks)", scope="server", key="PIXEL_THREADS", flag="--threads", bounds=(1, None)),
+    _O("backpressure", "int", 4096, "connections one worker serves at once, idle keep-alive ones included; more "
+       "wait, unread, in the listen queue",
+       scope="server", key="PIXEL_BACKPRESSURE", flag="--backpressure", bounds=(1, None)),
+    _O("header_timeout", "float", 15.0, "seconds a client may take to send a request's headers, and that an idle "
+       "keep-alive connection stays open", scope="server", key="PIXEL_HEADER_TIMEOUT", flag="--header-timeout",
+       bounds=(0, None), above=True),
+    _O("max_header_size", "int", 16384, "bytes a request line and headers may take together (more: 431)",
+       scope="server", key="PIXEL_MAX_HEADER_SIZE", flag="--max-header-size", bounds=(8192, None)),
+    _O("tls_cert", "text", None, "PEM certificate chain file: serve HTTPS (with `--tls-key`)", scope="server",
+       key="PIXEL_TLS_CERT", flag="--tls-cert", default_doc="none: HTTP"),
+    _O("tls_key", "text", None, "PEM private key file of `--tls-cert`", scope="server", key="PIXEL_TLS_KEY",
+       flag="--tls-key", default_doc="none"),
+    _O("drain", "float", 5.0, "seconds after SIGTERM that `/readyz` answers 503 while pixels are still answered, "
+       "before the server stops (0: stop at once)", scope="server", key="PIXEL_DRAIN", flag="--drain",
+       bounds=(0, None)),
     _O("ops_host", "address", "127.0.0.1", "address of the ops listener (`/healthz`, `/readyz`, `/metrics`)",
        scope="server", key="PIXEL_OPS_HOST", flag="--ops-host"),
     _O("ops_port", "int", None, "port of the ops listener", scope="server", key="PIXEL_OPS_PORT",
@@ -491,6 +287,9 @@ def _together(settings: Mapping[str, Any], label: Callable[[Option], str]) -> No
         if dialects is not None and dialect.name not in {d.name for d in dialects}:
             raise ValueError(f"{label(_BY_NAME['url_dialect'])} {dialect.name!r} is not enabled in "
                              f"{label(_BY_NAME['dialects'])}: the site would build URLs it does not answer")
+    if "tls_cert" in settings and bool(settings["tls_cert"]) != bool(settings["tls_key"]):
+        given, missing = ("tls_cert", "tls_key") if settings["tls_cert"] else ("tls_key", "tls_cert")
+        raise ValueError(f"{label(_BY_NAME[given])} needs {label(_BY_NAME[missing])}: HTTPS takes both")
     if "debug_page" in settings and settings["debug_page"] and not settings["ops_port"]:
         raise ValueError(f"{label(_BY_NAME['debug_page'])} is served on the ops port: set "
                          f"{label(_BY_NAME['ops_port'])}")

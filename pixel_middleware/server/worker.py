@@ -1,0 +1,86 @@
+"""What one ``serve`` worker process runs: its own collector, built in the worker, and its close at stop.
+
+Each worker builds its collector after the fork, since sinks hold threads
+and sockets that a fork does not carry over. granian's worker processes
+leave without running :mod:`atexit` handlers, so the close is registered
+with :class:`multiprocessing.util.Finalize`, which the worker's own process
+bootstrap runs once the server in it has stopped: events in memory are
+delivered, or spooled for the next start, never dropped.
+"""
+from __future__ import annotations
+
+import multiprocessing.util
+import os
+import sys
+from typing import Any, Callable, Dict, Optional
+
+from ..middleware import PixelMiddleware
+from .config import SERVE_OPTIONS, masked
+
+#: Exit status of a worker whose collector could not be built: the supervisor stops with it, no respawn loop.
+BOOT_ERROR = 3
+
+
+def collector_options(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The collector's options among serve's settings: every pipeline option that has a flag."""
+    return {o.name: settings[o.name] for o in SERVE_OPTIONS if o.scope == "pipeline"}
+
+
+class WorkerApp:
+    """One worker's collector and the WSGI app in front of it (werkzeug's ProxyFix with ``--proxies``).
+
+    Events are recorded before the GIF is answered: granian writes a list
+    body at once, while an iterable whose ``close()`` records the event
+    (``after_response``) costs it more than recording inline (measured in
+    ``benchmarks/bench_http.py``'s notes).
+    """
+
+    def __init__(self, settings: Dict[str, Any]) -> None:
+        self.middleware = PixelMiddleware(None, **collector_options(settings))
+        self.public: Callable = self.middleware
+        if settings.get("proxies"):
+            from werkzeug.middleware.proxy_fix import ProxyFix
+
+            n = settings["proxies"]
+            self.public = ProxyFix(self.middleware, x_for=n, x_proto=n, x_host=n)
+        self.reporter: Any = None
+        if settings.get("ops_port"):
+            from .ops import StatusReporter
+
+            self.reporter = StatusReporter(self.middleware.collector, os.path.join(settings["state_dir"], "status"),
+                                           recent=100 if settings.get("debug_page") else 0)
+
+    def start(self) -> None:
+        """Start what runs beside the requests in this process (after the fork)."""
+        if self.reporter is not None:
+            self.reporter.start()
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stop the status reporter, then deliver or spool what the collector holds."""
+        if self.reporter is not None:
+            self.reporter.stop()
+        self.middleware.close(timeout)
+
+
+def loader(settings: Dict[str, Any], boot_failed: Any) -> Callable[[], Callable]:
+    """The function granian calls in each new worker for its WSGI app.
+
+    A collector that cannot be built (a bad sink URL) prints one masked line,
+    sets ``boot_failed`` for the supervisor and ends the worker with
+    :data:`BOOT_ERROR`: sink errors quote their URL, credentials and all.
+    """
+
+    def load() -> Callable:
+        try:
+            app = WorkerApp(settings)
+        except Exception as error:
+            print(f"pixel-middleware serve: cannot start: {type(error).__name__}: {masked(str(error), settings)}",
+                  file=sys.stderr, flush=True)
+            boot_failed.set()
+            os._exit(BOOT_ERROR)
+        app.start()
+        # Registered in multiprocessing's own table, which keeps it until the process bootstrap runs it.
+        multiprocessing.util.Finalize(None, app.close, args=(settings["shutdown_timeout"],), exitpriority=100)
+        return app.public
+
+    return load
