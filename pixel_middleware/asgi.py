@@ -30,6 +30,8 @@ from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optiona
 from .core.gif import GIF_HEADERS
 from .pipeline.collector import Collector, Match
 
+__all__ = ["PixelASGIMiddleware"]
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

@@ -213,6 +213,27 @@ def test_a_non_ascii_path_reaches_the_dialect_as_wsgi_gives_it() -> None:
     assert seen["asgi"] == seen["wsgi"] and len(seen["asgi"]) == 1
 
 
+@pytest.mark.parametrize("scope", [
+    pytest.param({"type": "http", "method": "GET", "path": "/v1/pixel/track", "query_string": b"wk=k&e=E&uid=u"},
+                 id="least-scope-the-spec-allows"),
+    pytest.param({**http_scope("/v1/pixel/track", b"wk=k&e=E&uid=u"), "client": None, "server": ("/tmp/s.sock", None)},
+                 id="unix-socket"),
+    pytest.param(http_scope("/v1/pixel/track", bytes(range(256)), headers=[(b"user-agent", bytes(range(256))),
+                                                                           (b"referer", b"\xff\xfe")]),
+                 id="every-byte-in-query-and-headers"),
+    pytest.param(http_scope("/v1/pixel/track", b"wk=k&e=E&uid=u", headers=[(b"user_agent", b"forged"),
+                                                                           (b"user-agent", b"real")]),
+                 id="underscore-header-dropped"),
+])
+def test_odd_requests_get_the_gif_never_a_500(scope: Dict[str, Any]) -> None:
+    sink = MemorySink()
+    sent = asyncio.run(call(PixelASGIMiddleware(None, sink=sink), scope))
+    assert sent[0]["status"] == 200 and sent[1]["body"] == GIF
+    if any(name == b"user_agent" for name, _ in scope.get("headers", ())):
+        (event,) = sink.events
+        assert event["context"]["userAgent"] == "real"  # not "forged,real"
+
+
 def test_other_paths_and_scopes_reach_the_app_untouched() -> None:
     seen: List[Tuple[Any, Any, Any]] = []
 
