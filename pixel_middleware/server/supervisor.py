@@ -36,11 +36,13 @@ import re
 import signal
 import ssl
 import threading
+import time
+from pathlib import Path
 from typing import Any, Callable, Dict
 
-from ..pipeline.metrics import mark_process_dead
+from ..pipeline.metrics import mark_process_dead, metrics_app
 from . import ops
-from .config import address
+from .config import SERVE_OPTIONS, address
 from .ops import alive
 from .worker import BOOT_ERROR, collector_options, loader
 
@@ -103,7 +105,6 @@ def run(settings: Dict[str, Any]) -> int:
                 self.interrupt_children.clear()
             super().shutdown(exit_code or self.exit_code)
 
-    tls = {"ssl_cert": settings["tls_cert"], "ssl_key": settings["tls_key"]} if settings.get("tls_cert") else {}
     server = Supervisor(
         "pixel_middleware",  # a name for logs: the app comes from the loader
         address=settings["host"],
@@ -120,9 +121,15 @@ def run(settings: Dict[str, Any]) -> int:
         respawn_failed_workers=True,
         workers_kill_timeout=int(settings["shutdown_timeout"]) + 20,
         process_name=None,
-        **{k: _path(v) for k, v in tls.items()},
+        ssl_cert=Path(settings["tls_cert"]) if settings.get("tls_cert") else None,
+        ssl_key=Path(settings["tls_key"]) if settings.get("tls_key") else None,
     )
-    _import_what_threads_use(settings)
+    # granian forks a worker whenever one must be respawned, from this multi-threaded process: a fork
+    # taken while another thread holds a module's import lock leaves the new worker waiting on it for
+    # ever. So what the sweeper and the ops listener load is loaded here, before either starts.
+    if settings.get("metrics"):
+        import prometheus_client.mmap_dict  # noqa: F401  (mark_process_dead's)
+        import prometheus_client.multiprocess  # noqa: F401
     ops = ops_listener(settings, draining.is_set) if settings.get("ops_port") else None
     sweeper = threading.Thread(target=_sweep, args=(settings,), daemon=True, name="pixel-sweeper")
     sweeper.start()
@@ -136,34 +143,8 @@ def run(settings: Dict[str, Any]) -> int:
     return server.exit_code
 
 
-def _import_what_threads_use(settings: Dict[str, Any]) -> None:
-    """Import, in this thread and before any other starts, every module the ops and sweeper threads load lazily.
-
-    granian forks a worker whenever one must be respawned, from this
-    multi-threaded process: a fork taken while another thread holds a
-    module's import lock leaves the new worker waiting on it for ever.
-    """
-    if settings.get("metrics"):
-        import prometheus_client.mmap_dict  # noqa: F401  (mark_process_dead's)
-        import prometheus_client.multiprocess  # noqa: F401  (and its folding of dead workers)
-    if settings.get("ops_port"):
-        from werkzeug.test import Client
-
-        app = ops.ops_app(os.path.join(settings["state_dir"], "status"), debug_page=bool(settings.get("debug_page")),
-                          metrics_app=_metrics_app(settings), explain=_explainer(settings))
-        client = Client(app)
-        for path in ("/healthz", "/readyz", "/metrics", "/", "/rows"):
-            client.get(path).close()
-        if settings.get("debug_page"):
-            client.post("/explain", data={"url": "http://localhost/v1/pixel/track?e=x"}).close()
-
-
 def _metrics_app(settings: Dict[str, Any]) -> Any:
-    if not settings.get("metrics"):
-        return None
-    from ..pipeline.metrics import metrics_app
-
-    return metrics_app()
+    return metrics_app() if settings.get("metrics") else None
 
 
 def _raise_file_limit() -> None:
@@ -179,12 +160,6 @@ def _raise_file_limit() -> None:
             pass  # the limit as it is: connections beyond it wait in the listen queue
 
 
-def _path(value: str) -> Any:
-    from pathlib import Path
-
-    return Path(value)
-
-
 def _check_tls(settings: Dict[str, Any]) -> None:
     """A certificate and key that do not load stop serve here, named by flag (granian would print a traceback)."""
     if not settings.get("tls_cert"):
@@ -197,8 +172,6 @@ def _check_tls(settings: Dict[str, Any]) -> None:
 
 
 def _secret_variables() -> Any:
-    from .config import SERVE_OPTIONS
-
     return [o.env for o in SERVE_OPTIONS if o.secret or o.name in ("sink", "dedup")]
 
 
@@ -214,13 +187,24 @@ def _log_config() -> Dict[str, Any]:
 
 
 def ops_listener(settings: Dict[str, Any], draining: Callable[[], bool]) -> Any:
-    """The ops app on its own listener in this process, a thread per connection (the cluster's network only)."""
+    """The ops app on its own listener in this process, a thread per connection (the cluster's network only).
+
+    Each of its paths is answered once here, in the calling thread, before
+    the listener's starts: what they import lazily is then imported before
+    granian forks a worker beside them (see :func:`run`).
+    """
     from werkzeug.serving import make_server
+    from werkzeug.test import Client
 
     app = ops.ops_app(os.path.join(settings["state_dir"], "status"), ready_grace=settings["ready_grace"],
                       debug_page=bool(settings.get("debug_page")), metrics_app=_metrics_app(settings),
                       explain=_explainer(settings), allowed_hosts=settings.get("ops_allowed_hosts") or (),
                       draining=draining)
+    client = Client(app)
+    for path in ("/healthz", "/readyz", "/metrics", "/", "/rows"):
+        client.get(path).close()
+    if settings.get("debug_page"):
+        client.post("/explain", data={"url": "http://localhost/v1/pixel/track?e=x"}).close()
     try:
         listener = make_server(settings["ops_host"], settings["ops_port"], app, threaded=True)
     except OSError as error:
@@ -244,8 +228,8 @@ def _sweep(settings: Dict[str, Any], interval: float = _SWEEP_SECONDS) -> None:
     """Every ``interval``: a worker that has gone (killed, or stopped) leaves its metrics in the archive, and no status."""
     status_dir = os.path.join(settings["state_dir"], "status")
     metrics_dir = os.path.join(settings["state_dir"], "metrics") if settings.get("metrics") else None
-    stop = threading.Event()
-    while not stop.wait(interval):
+    while True:
+        time.sleep(interval)
         for directory in filter(None, (status_dir, metrics_dir)):
             try:
                 names = os.listdir(directory)
