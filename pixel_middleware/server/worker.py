@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import multiprocessing.util
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable, Dict, Optional
 
 from ..middleware import PixelMiddleware
@@ -79,8 +81,38 @@ def loader(settings: Dict[str, Any], boot_failed: Any) -> Callable[[], Callable]
             boot_failed.set()
             os._exit(BOOT_ERROR)
         app.start()
+        _wake_main_thread_on_stop()
         # Registered in multiprocessing's own table, which keeps it until the process bootstrap runs it.
         multiprocessing.util.Finalize(None, app.close, args=(settings["shutdown_timeout"],), exitpriority=100)
         return app.public
 
     return load
+
+
+def _wake_main_thread_on_stop() -> None:
+    """Make a stop signal reach the worker's main thread, whichever thread the kernel gave it to.
+
+    granian's worker runs its Python stop handler in the main thread, which
+    sleeps on a lock without a timeout and wakes only for a signal delivered
+    to it. When two arrive together (Ctrl-C's SIGINT to the whole process
+    group, then granian's SIGTERM to each worker; or systemd's SIGTERM to the
+    group, then granian's), Linux hands the second to another thread, the
+    main thread sleeps on, and the worker answers pixels until it is killed,
+    its events with it (seen in 1 stop in 3 here). CPython writes every
+    signal's number to the wakeup fd from whichever thread ran it; a thread
+    reading that fd signals the main thread directly, with a signal whose
+    handler does nothing, so that it wakes and runs the real one.
+    """
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    signal.signal(signal.SIGURG, lambda signum, frame: None)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    main = threading.main_thread().ident
+    stops = {signal.SIGINT, signal.SIGTERM}
+
+    def relay() -> None:
+        while True:
+            if stops.intersection(os.read(read, 64)):
+                signal.pthread_kill(main, signal.SIGURG)
+
+    threading.Thread(target=relay, daemon=True, name="pixel-stop-relay").start()

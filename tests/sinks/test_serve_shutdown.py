@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import urllib.error
 import urllib.request
@@ -70,6 +72,7 @@ def test_a_stop_mid_stream_then_restart_delivers_every_answered_pixel(endpoint: 
         first.stop()
     output = first.output()
     assert "Traceback" not in output, output
+    assert "refused to gracefully stop" not in output, output  # killed: its events gone with it
     assert 1000 <= len(answered) < 2000, "SIGTERM came after every pixel was sent"
     delivered_before = {e["messageId"] for e in endpoint.events(200)}
     assert delivered_before < answered, "the test needs events left in memory at SIGTERM"
@@ -126,3 +129,39 @@ def test_sigterm_under_load_with_a_file_sink_then_restart_keeps_every_answered_p
     written = [json.loads(line)["messageId"] for line in events.read_text().splitlines()]
     assert set(written) >= answered | {"after-restart"}
     assert len(written) == len(set(written))  # every line whole, none twice
+
+
+_SLEEPING_MAIN_THREAD = textwrap.dedent("""
+    import signal, sys, threading, time
+    from pixel_middleware.server.worker import _wake_main_thread_on_stop
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    if sys.argv[1] == "relay":
+        _wake_main_thread_on_stop()
+    other = threading.Thread(target=time.sleep, args=(30,), daemon=True)
+    other.start()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    signal.pthread_kill(other.ident, signal.SIGTERM)  # the kernel's choice when the main thread has one pending
+    stop.wait()  # as granian's worker waits: on a lock, no timeout
+    print("stopped", flush=True)
+""")
+
+
+@pytest.mark.parametrize("relay", [True, False])
+def test_a_stop_signal_run_by_another_thread_still_wakes_the_workers_main_thread(relay: bool) -> None:
+    """What made 1 Ctrl-C in 3 leave a worker answering until killed; without the relay the main thread sleeps on."""
+    with subprocess.Popen([sys.executable, "-c", _SLEEPING_MAIN_THREAD, "relay" if relay else "bare"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout.readline() == "ready\n"
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            if relay:
+                assert child.wait(10) == 0
+                assert child.stdout.read() == "stopped\n"
+            else:
+                with pytest.raises(subprocess.TimeoutExpired):
+                    child.wait(1.5)
+        finally:
+            child.kill()
