@@ -14,13 +14,16 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..middleware import PixelMiddleware
+from ..sinks.file import FileSink
 from .config import SERVE_OPTIONS, masked
 
 #: Exit status of a worker whose collector could not be built: the supervisor stops with it, no respawn loop.
 BOOT_ERROR = 3
+#: Lines a worker's file sink holds for one ``write`` (each at most the sink's linger, 5 ms).
+HELD_LINES = 16
 
 
 def collector_options(settings: Dict[str, Any]) -> Dict[str, Any]:
@@ -34,11 +37,15 @@ class WorkerApp:
     Events are recorded before the GIF is answered: granian writes a list
     body at once, while an iterable whose ``close()`` records the event
     (``after_response``) costs it more than recording inline (measured in
-    ``benchmarks/bench_http.py``'s notes).
+    ``benchmarks/bench_http.py``'s notes). File sinks hold up to
+    :data:`HELD_LINES` lines for one ``write``, a system call less for most
+    events (see :mod:`pixel_middleware.sinks.file`).
     """
 
     def __init__(self, settings: Dict[str, Any]) -> None:
         self.middleware = PixelMiddleware(None, **collector_options(settings))
+        for sink in _file_sinks(self.middleware.sink):
+            sink.batch = max(sink.batch, HELD_LINES)
         self.public: Callable = self.middleware
         if settings.get("proxies"):
             from werkzeug.middleware.proxy_fix import ProxyFix
@@ -62,6 +69,13 @@ class WorkerApp:
         if self.reporter is not None:
             self.reporter.stop()
         self.middleware.close(timeout)
+
+
+def _file_sinks(sink: Any) -> List[FileSink]:
+    """The file sinks in ``sink``, a fan-out's included."""
+    if isinstance(sink, FileSink):
+        return [sink]
+    return [found for inner in getattr(sink, "sinks", ()) for found in _file_sinks(inner)]
 
 
 def loader(settings: Dict[str, Any], boot_failed: Any) -> Callable[[], Callable]:

@@ -5,21 +5,20 @@ or a batch job picks up from disk, without :mod:`logging`'s cost per record.
 By default each event is one ``write`` to a file opened with ``O_APPEND``:
 when the GIF is answered the line is in the kernel's page cache, so a killed
 worker loses nothing it answered for (a machine crash can lose what the
-kernel had not yet written out). With ``after_response``, as ``serve`` runs,
-the line is written just after the GIF: a worker killed in between loses
-that one event. Several processes (gunicorn workers) may append to the same
-file: on a local file system each appended line lands whole.
+kernel had not yet written out). Several processes (``serve``'s workers,
+gunicorn's) may append to the same file: on a local file system each
+appended line lands whole.
 
-Held lines (``batch``): a server that calls :meth:`FileSink.flush` whenever
-it waits for requests may let the sink hold up to ``batch`` lines and write
-them in one ``write``, as ``serve``'s sync workers do (16 lines). Under load
-one system call then carries many lines, and a worker costs several
-microseconds less per event; once no request is waiting the lines are
-written, and a request the worker takes 5 ms or more after the first held
-line writes them with its own (so a worker kept busy holds lines at most
-that long). They are written before the worker exits, on SIGTERM, SIGINT or
-a gunicorn timeout too; only a worker killed outright (SIGKILL, the out-of-memory killer)
-loses the lines it held, as a network sink loses the events in its queue.
+Held lines (``batch``): the sink may hold up to ``batch`` lines and write
+them in one ``write``, as ``serve``'s workers do (16 lines): under load one
+system call then carries many lines, and a worker costs several
+microseconds less per event. No line waits longer than ``linger`` (5 ms):
+the sink's own thread writes what it holds then, and an event that finds
+the first held line that old writes them with its own. They are written at
+:meth:`FileSink.close` too, which ``serve`` calls on SIGTERM and SIGINT;
+only a worker killed outright (SIGKILL, the out-of-memory killer) loses the
+lines it held, at most ``linger``'s worth, as a network sink loses the
+events in its queue.
 
 Rotation: the file is reopened when it has been moved or deleted (checked at
 most once a second), so ``logrotate`` without ``copytruncate`` works, as
@@ -37,8 +36,8 @@ from ..core.events import Event
 from .base import Sink, encode_event
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-#: Longest a held line waits for the lines after it, checked as each event arrives.
-_HOLD_SECONDS = 0.005
+#: Longest a held line waits for the lines after it, by default.
+LINGER_SECONDS = 0.005
 _log = logging.getLogger("pixel_middleware")
 
 
@@ -48,17 +47,20 @@ class FileSink(Sink):
     Mode 0600 because events carry personal data (ids, IP addresses).
 
     :param batch: lines held before one ``write`` carries them all (1: each
-        line is written at once). Above 1, whoever runs the sink calls
-        :meth:`flush` whenever it waits for requests (see the module's
-        docs); a held line is otherwise written only with a later event, at
-        most 5 ms after it, or at :meth:`close`.
+        line is written at once).
+    :param linger: the longest, in seconds, that a held line waits for the
+        lines after it before the sink's thread writes it (see the module's
+        docs).
     """
 
-    def __init__(self, path: str, *, batch: int = 1) -> None:
+    def __init__(self, path: str, *, batch: int = 1, linger: float = LINGER_SECONDS) -> None:
         self.path = os.path.abspath(path)
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
+        if not linger > 0:
+            raise ValueError(f"linger must be above 0 seconds, not {linger}")
         self.batch = batch
+        self.linger = linger
         self._lock = threading.Lock()
         self._fd = os.open(self.path, _FLAGS, 0o600)
         self._retired = -1  # the descriptor before the last reopen, closed at the next one
@@ -67,6 +69,9 @@ class FileSink(Sink):
         self._held_since = 0.0
         self._held_lock = threading.Lock()
         self._lost = 0  # held lines a write failed for: counted as dead-lettered
+        self._holding = threading.Event()  # set when a first line is held: the writer thread's cue
+        self._writer: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
 
     def emit(self, event: Event, **meta: Any) -> None:
         """Write the event's line (or hold it); an event with no valid JSON form raises here, writing nothing."""
@@ -77,21 +82,39 @@ class FileSink(Sink):
         moment = time.monotonic()
         with self._held_lock:
             held = self._held
-            if not held:
+            first = not held
+            if first:
                 self._held_since = moment
             held.append(data)
-            if len(held) < self.batch and moment - self._held_since < _HOLD_SECONDS:
+            if len(held) < self.batch and moment - self._held_since < self.linger:
+                if first:
+                    if self._writer is None:  # started here, in the process that writes (after a fork)
+                        self._writer = threading.Thread(target=self._write_lingering, daemon=True,
+                                                        name=f"pixel-file-sink {self.path}")
+                        self._writer.start()
+                    self._holding.set()
                 return
             self._held = []
         self._write_held(held)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
-        """Write the held lines now (``serve``'s workers call this whenever they wait for requests)."""
+        """Write the held lines now."""
         if self._held:
             with self._held_lock:
                 held, self._held = self._held, []
             self._write_held(held)
         return True
+
+    def _write_lingering(self) -> None:
+        """The writer thread: once a first line is held, wait ``linger`` and write what is held by then."""
+        while True:
+            self._holding.wait()
+            # Cleared before the wait: a line held from here on is written by this round's flush,
+            # or finds the list empty again and sets the cue for the next round (close() sets it too).
+            self._holding.clear()
+            if self._stopping.wait(self.linger):
+                return  # close() writes what is held
+            self.flush()
 
     def _write_held(self, held: List[bytes]) -> None:
         # Held lines belong to requests already answered: a failure to write them is
@@ -139,6 +162,11 @@ class FileSink(Sink):
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Write the held lines and close the file; lines written are the kernel's to keep."""
+        self._stopping.set()
+        self._holding.set()
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout)
         self.flush()
         with self._lock:
             for fd in (self._fd, self._retired):

@@ -19,7 +19,9 @@ ALLOWED_HOST = "good.example"
 def options() -> Dict[str, Any]:
     """The middleware's options, the same for every app."""
     return {
-        "sink": FileSink(os.environ["PIXEL_TEST_EVENTS"], batch=int(os.environ.get("PIXEL_TEST_BATCH", "1"))),
+        # Held lines stay held (no linger runs out) until an event comes after them or the server stops.
+        "sink": FileSink(os.environ["PIXEL_TEST_EVENTS"], batch=int(os.environ.get("PIXEL_TEST_BATCH", "1")),
+                         linger=3600),
         "write_keys": [WRITE_KEY],
         "signing_key": SIGNING_KEY,
         "click_allowed_hosts": [ALLOWED_HOST],

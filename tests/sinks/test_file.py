@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from werkzeug.test import Client
@@ -86,7 +87,7 @@ def test_bad_file_urls(url) -> None:
 
 def test_held_lines_are_written_in_one_write_when_the_batch_fills_at_flush_and_at_close(tmp_path, monkeypatch) -> None:
     path = tmp_path / "held.jsonl"
-    sink = FileSink(str(path), batch=3)
+    sink = FileSink(str(path), batch=3, linger=60)  # nothing written by the sink's thread meanwhile
     writes = []
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: writes.append(bytes(data)) or real_write(fd, data))
@@ -96,7 +97,7 @@ def test_held_lines_are_written_in_one_write_when_the_batch_fills_at_flush_and_a
     sink.emit({"n": 3})  # the batch is full: one write carries all three
     assert writes == [b'{"n":1}\n{"n":2}\n{"n":3}\n']
     sink.emit({"n": 4})
-    assert sink.flush() is True  # what serve's worker does when no request is waiting
+    assert sink.flush() is True
     sink.emit({"n": 5})
     sink.close()  # and what it does when it stops
     assert lines(str(path)) == [{"n": i} for i in range(1, 6)]
@@ -109,12 +110,12 @@ def test_a_held_line_waits_at_most_the_hold_time_for_the_next_event(tmp_path, mo
     clock = [100.0]
     monkeypatch.setattr(file_module.time, "monotonic", lambda: clock[0])
     path = tmp_path / "aged.jsonl"
-    sink = FileSink(str(path), batch=100)
+    sink = FileSink(str(path), batch=100, linger=60)  # the sink's thread sleeps in real time
     sink.emit({"n": 1})
-    clock[0] += file_module._HOLD_SECONDS / 2
+    clock[0] += 30
     sink.emit({"n": 2})
     assert path.read_bytes() == b""
-    clock[0] += file_module._HOLD_SECONDS  # the first line has now waited longer than the hold time
+    clock[0] += 60  # the first line has now waited longer than linger
     sink.emit({"n": 3})
     assert lines(str(path)) == [{"n": 1}, {"n": 2}, {"n": 3}]
     sink.close()
@@ -149,3 +150,39 @@ def test_threads_holding_lines_lose_none(tmp_path) -> None:
 def test_batch_must_be_positive(tmp_path) -> None:
     with pytest.raises(ValueError):
         FileSink(str(tmp_path / "x.jsonl"), batch=0)
+
+
+@pytest.mark.parametrize("linger", [0, -1.0, float("nan")])
+def test_linger_must_be_above_zero(tmp_path, linger) -> None:
+    with pytest.raises(ValueError, match="linger"):
+        FileSink(str(tmp_path / "x.jsonl"), batch=16, linger=linger)
+
+
+def test_a_held_line_is_written_by_the_sinks_thread_when_no_event_follows(tmp_path) -> None:
+    """The last pixel before a quiet spell: on disk within linger, not held until the next event or close."""
+    path = tmp_path / "quiet.jsonl"
+    sink = FileSink(str(path), batch=16, linger=0.05)
+    try:
+        for round_ in range(3):  # the thread goes back to waiting after each write
+            sink.emit({"n": round_})
+            assert path.read_bytes().count(b"\n") == round_  # held
+            began = time.monotonic()
+            while path.read_bytes().count(b"\n") == round_:
+                assert time.monotonic() - began < 5, "the held line was never written"
+                time.sleep(0.005)
+            assert time.monotonic() - began >= 0.04  # it waited for followers first
+    finally:
+        sink.close()
+    assert lines(str(path)) == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+def test_close_stops_the_sinks_thread_and_writes_what_it_held(tmp_path) -> None:
+    path = tmp_path / "closed.jsonl"
+    sink = FileSink(str(path), batch=16, linger=60)
+    sink.emit({"n": 1})
+    writer = sink._writer
+    assert writer is not None and writer.is_alive()
+    sink.close()
+    writer.join(5)
+    assert not writer.is_alive()
+    assert lines(str(path)) == [{"n": 1}]
