@@ -230,7 +230,7 @@ def test_no_device_of_crawler_detects_list_is_a_bot():
     pytest.param("Slac\u212abot", True, id="kelvin-sign-is-k"),
     pytest.param("   ", False, id="blank"),
 ])
-def test_patterns_python_and_re2_read_differently_get_crawlerdetects_verdict(user_agent, expected):
+def test_patterns_python_and_hyperscan_read_differently_get_crawlerdetects_verdict(user_agent, expected):
     assert reference(user_agent) is expected
     assert agents._is_crawler(user_agent) is expected
 

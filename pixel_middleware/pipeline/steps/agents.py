@@ -28,7 +28,7 @@ This is a heuristic: scanners that pretend to be a browser pass as
 
 Why it is cheap at line rate, with user agents never seen before: the
 ``bot`` verdict is crawlerdetect's exactly, but its patterns are compiled
-(:mod:`.crawlers`) into one RE2 set over a folded copy of the text, not run
+(:mod:`.crawlers`) into one Hyperscan database over a folded copy of the text, not run
 as crawlerdetect runs them (one backtracking alternation of 1,460 branches,
 a median of 350 us, tens of milliseconds for a crafted text). Only the
 first :data:`_CLASSIFIED_CHARS` characters are read, where every crawler

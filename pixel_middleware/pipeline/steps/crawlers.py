@@ -1,4 +1,4 @@
-"""crawlerdetect's verdict at line rate: its patterns compiled for RE2, with the same answers.
+"""crawlerdetect's verdict at line rate: its patterns compiled for Hyperscan, with the same answers.
 
 crawlerdetect (``CrawlerDetect().is_crawler(user_agent)``) strips the user
 agent, deletes what its exclusions regex matches (browser tokens such as
@@ -25,13 +25,16 @@ so that a crawlerdetect upgrade brings its new crawlers along:
 2. The exclusions are deleted by Python's ``re`` from the folded text, case
    sensitively: the same engine and the same pattern structure as
    crawlerdetect's, so the same matches, without ``IGNORECASE``'s per
-   character case folding (a fifth of the cost). An RE2 set of the
-   exclusions first says whether any of them occurs at all: in most
+   character case folding (a fifth of the cost). A Hyperscan database of
+   the exclusions first says whether any of them occurs at all: in most
    hostile texts none does, and Python's ``re`` is not run.
-3. The crawler patterns run as one RE2 set (a lazily built DFA, linear in
-   the text, whatever it holds) over the folded text's bytes. The few that
-   RE2 cannot run exactly (a lookahead, ``$``, which in Python also matches
-   before a final newline) run in RE2 without those zero-width parts, a
+3. The crawler patterns run as one Hyperscan database over the folded
+   text's bytes: compiled ahead of time (in about 0.1 s) into automata
+   whose time grows with the text, never with what it holds, and with no
+   states left to build at the first texts (RE2's lazily built DFA made a
+   worker's first hostile texts cost up to 880 us). The few patterns that
+   cannot run exactly there (a lookahead, ``$``, which in Python also
+   matches before a final newline) run without those zero-width parts, a
    superset, and only a text one of them flags is searched with that one
    pattern in Python's ``re``.
 
@@ -43,11 +46,11 @@ slower, never wrong.
 from __future__ import annotations
 
 import logging
-import random
 import re
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+import threading
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
-import re2
+import hyperscan
 
 try:  # Python 3.11+ moved the parser; importing sre_parse there warns.
     from re import _parser as _sre
@@ -60,19 +63,6 @@ log = logging.getLogger("pixel_middleware")
 DIGIT = "\x80"
 #: Folded stand-in for any other character the patterns cannot tell apart (beyond Latin-1, and ``\\x80``).
 OTHER = "\x81"
-#: RE2's budget for the set's program and DFA cache; the DFA of the crawler list stays far below it.
-RE2_MAX_MEM = 64 << 20
-
-#: A few common user agents read once at build, so that no request pays for the DFA's first states.
-_WARM_UP = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
-    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-)
-#: Random texts read once at build, as many of each kind as this: a text of characters seen in no user agent
-#: walks DFA states no common one does, and without them a flood's first texts cost up to 650 us each
-#: (about 140 us once these were read; the reading takes about 0.15 s, once per process).
-_WARM_RANDOM = 200
 _PRINTABLE = range(0x20, 0x7F)
 _WIDE = re.compile("[^\x00-\xff]")
 # Case-insensitive only in the class: under IGNORECASE, [\x00-\xff] would take in the wide letters too.
@@ -133,11 +123,11 @@ def _folded_class(items: Iterable[Tuple[object, object]]) -> str:
 
 
 def rewrite(items: Sequence[Tuple[object, object]], exact: bool) -> str:
-    """The parsed pattern ``items`` as a pattern for folded text, in the syntax Python and RE2 share.
+    """The parsed pattern ``items`` as a pattern for folded text, in the syntax Python and Hyperscan share.
 
     With ``exact`` false, zero-width assertions other than ``^`` are left out
     (a pattern matching wherever the original does, and maybe more): what
-    RE2 runs for a pattern it cannot run exactly.
+    Hyperscan runs for a pattern it cannot run exactly.
     """
     out = []
     for op, av in items:
@@ -186,7 +176,7 @@ def _parse(pattern: str):
 
 
 def _needs_python(items: Sequence[Tuple[object, object]]) -> bool:
-    """Whether the parsed pattern holds a zero-width part RE2 would not run as Python does."""
+    """Whether the parsed pattern holds a zero-width part Hyperscan would not run as Python does."""
     for op, av in items:
         if op in (_sre.ASSERT, _sre.ASSERT_NOT) or (op is _sre.AT and av not in (_sre.AT_BEGINNING,
                                                                                    _sre.AT_BEGINNING_STRING)):
@@ -207,56 +197,40 @@ class CrawlerMatcher:
     :param exclusions: its exclusion patterns, deleted (case-insensitively) before the search.
 
     Raises :class:`Unsupported` when a pattern cannot be reproduced exactly.
+    Safe to call from several threads: Hyperscan's scratch space is one per
+    thread, made at a thread's first call.
     """
 
     def __init__(self, crawlers: Sequence[str], exclusions: Sequence[str]) -> None:
-        options = re2.Options()
-        options.encoding = re2.Options.Encoding.LATIN1
-        options.never_capture = True
-        options.max_mem = RE2_MAX_MEM
         parsed_exclusions = [_parse(pattern) for pattern in exclusions]
         self._exclusions = re.compile("|".join(f"(?:{rewrite(parsed.data, exact=True)})"
                                                for parsed in parsed_exclusions))
         #: Whether any exclusion can match (a superset): most hostile texts hold none, and skip Python's re.
-        self._excluded = self._compile_set(options, parsed_exclusions)
-        self._set = re2.Set.SearchSet(options)
-        #: Per set index: None when RE2's verdict is exact, else the pattern Python confirms it with.
+        self._excluded = _database([rewrite(parsed.data, exact=False) for parsed in parsed_exclusions],
+                                   "the exclusions")
+        written = []
+        #: Per pattern id: None when Hyperscan's verdict is exact, else the pattern Python confirms it with.
         self._confirm: List[Optional[re.Pattern]] = []
         for pattern in crawlers:
             parsed = _parse(pattern)
             if parsed.getwidth()[0] == 0:
                 # crawlerdetect reports an empty leftmost match as no crawler, whatever else matches.
                 raise Unsupported(f"{pattern!r} can match the empty string")
-            try:
-                self._set.Add(rewrite(parsed.data, exact=False))
-            except re2.error as error:
-                raise Unsupported(f"RE2 refuses {pattern!r}: {error}") from None
+            written.append(rewrite(parsed.data, exact=False))
             self._confirm.append(re.compile(rewrite(parsed.data, exact=True))
                                  if _needs_python(parsed.data) else None)
-        try:
-            self._set.Compile()
-        except re2.error as error:
-            raise Unsupported(f"RE2 cannot compile the crawler set: {error}") from None
-        self._exact = not any(self._confirm)
-        #: How many patterns Python confirms (the rest RE2 decides alone).
+        self._crawlers = _database(written, "the crawler patterns")
+        #: How many patterns Python confirms (the rest Hyperscan decides alone).
         self.confirmed = sum(pattern is not None for pattern in self._confirm)
-        for user_agent in _WARM_UP:  # RE2 builds its DFA as it reads: the first texts pay for its start
-            self.is_crawler(user_agent)
-        pick = random.Random(20)
-        for alphabet in ([chr(c) for c in _PRINTABLE], [chr(c) for c in range(1, 0x100)]):
-            for _ in range(_WARM_RANDOM):
-                self.is_crawler("".join(pick.choices(alphabet, k=512)))
+        self._local = threading.local()
 
-    @staticmethod
-    def _compile_set(options: re2.Options, parsed: Sequence) -> re2.Set:
-        patterns = re2.Set.SearchSet(options)
+    def _scratches(self) -> Tuple[Any, Any]:
+        local = self._local
         try:
-            for pattern in parsed:
-                patterns.Add(rewrite(pattern.data, exact=False))
-            patterns.Compile()
-        except re2.error as error:
-            raise Unsupported(f"RE2 refuses the exclusions: {error}") from None
-        return patterns
+            return local.scratches
+        except AttributeError:
+            local.scratches = (hyperscan.Scratch(self._excluded), hyperscan.Scratch(self._crawlers))
+            return local.scratches
 
     def is_crawler(self, user_agent: str) -> bool:
         """crawlerdetect's ``is_crawler(user_agent)``."""
@@ -265,18 +239,37 @@ class CrawlerMatcher:
             return False
         text = fold(text)
         data = text.encode("latin-1")
-        if self._excluded.Match(data):
+        excluded_scratch, crawlers_scratch = self._scratches()
+        found: List[int] = []
+        self._excluded.scan(data, match_event_handler=_note, context=found, scratch=excluded_scratch)
+        if found:
             text = self._exclusions.sub("", text)
             if not text:
                 return False
             data = text.encode("latin-1")
-        matched = self._set.Match(data)
-        if not matched:
+            found.clear()
+        self._crawlers.scan(data, match_event_handler=_note, context=found, scratch=crawlers_scratch)
+        if not found:
             return False
-        if self._exact:
-            return True
         confirm = self._confirm
-        return any(confirm[i] is None or confirm[i].search(text) is not None for i in matched)
+        return any(confirm[i] is None or confirm[i].search(text) is not None for i in found)
+
+
+def _note(pattern_id: int, start: int, end: int, flags: int, found: List[int]) -> None:
+    """Hyperscan's match callback: the id of each pattern that matched, once each (SINGLEMATCH)."""
+    found.append(pattern_id)
+
+
+def _database(patterns: Sequence[str], what: str) -> Any:
+    """A Hyperscan block-mode database of ``patterns`` (for folded text's Latin-1 bytes); ids are their indexes."""
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    try:
+        database.compile(expressions=[pattern.encode("ascii") for pattern in patterns],
+                         ids=list(range(len(patterns))), elements=len(patterns),
+                         flags=[hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY] * len(patterns))
+    except hyperscan.error as error:
+        raise Unsupported(f"Hyperscan cannot compile {what}: {error}") from None
+    return database
 
 
 def build() -> Callable[[str], bool]:
