@@ -199,7 +199,7 @@ class Collector:
             if path.endswith(tail) and path.startswith(head):
                 m = pattern.match(path)
                 if m is not None:
-                    return Match(route, {**route.values, **m.groupdict()})
+                    return Match(route, {**route.values, **{k: _from_wsgi(v) for k, v in m.groupdict().items()}})
         return None
 
     def respond(self, environ: Mapping[str, Any], match: Match, start_response: Callable) -> Iterable[bytes]:
@@ -303,6 +303,20 @@ class Collector:
 
 
 Collector.__doc__ = f"{Collector.__doc__}{docstring('pipeline')}\n    "
+
+
+def _from_wsgi(text: str) -> str:
+    """A piece of ``PATH_INFO`` as the client wrote it: PEP 3333 hands the path's UTF-8 bytes over as latin-1.
+
+    mParticle's write key is a path segment; a key that is not UTF-8 stays
+    as it came, and no configured key equals it.
+    """
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text
 
 
 class _RecordOnClose:
