@@ -15,6 +15,7 @@ import threading
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Union
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 
@@ -169,6 +170,13 @@ class PixelMiddleware:
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        # Django builds its middleware as the server starts (get_wsgi_application, get_asgi_application):
+        # a setting that would switch a protection off stops it there, named, not at the first pixel.
+        # The collector itself is still built at first use, in the process that serves (after a fork).
+        try:
+            read_settings()
+        except ValueError as error:
+            raise ImproperlyConfigured(f"pixel_middleware: {error}") from None
         self.get_response = get_response
         self._async = iscoroutinefunction(get_response)
         if self._async:

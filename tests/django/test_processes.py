@@ -146,3 +146,16 @@ def test_under_a_real_server(server: Server) -> None:
     events = wait_until(arrived, 10)
     assert [e["event"] for e in events] == ["Email Opened", "Email Opened"]
     assert events[1]["userId"] == "u-42" and events[1]["context"]["pixel"]["signed"] is True
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_a_setting_that_switches_a_protection_off_stops_the_server_at_start(name: str) -> None:
+    """Django builds its middleware as the server starts: an empty signing key is named there, not at a pixel."""
+    port = free_port()
+    command = [part.replace("PORT", str(port)) for part in SERVERS[name]]
+    done = subprocess.run(command, cwd=HERE, env=env({"PIXEL_SIGNING_KEY": ""}),
+                          capture_output=True, text=True, timeout=60)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out
+    assert "ImproperlyConfigured" in out and "PIXEL_SIGNING_KEY" in out, out
+    assert "test-secret-key" not in out and "site-key" not in out
