@@ -1,6 +1,6 @@
 """Requests per second over real HTTP: `pixel-middleware serve` beside nginx's empty_gif, the deployment it replaces.
 
-    python benchmarks/bench_http.py [--duration 10] [--rounds 3] [--connections 16]
+    python benchmarks/bench_http.py [--duration 10] [--rounds 3] [--connections 16] [--workers 2]
 
 Starts, in one run, and drives each in turn with ``wrk -t2`` on the
 RudderStack example URL, alternating, ``--rounds`` times, once on keep-alive
@@ -11,17 +11,20 @@ browsers fetching one pixel mostly come):
              log line per request to a file: what teams deploy at scale,
              shipping the log to Kafka
   bare       a WSGI callable that only returns the GIF, on granian as serve
-             runs it (2 workers, one Python thread each): serve's ceiling
-  gunicorn   the same bare app on gunicorn's sync workers (2): the ceiling
+             runs it (``--workers``, one Python thread each): serve's ceiling
+  gunicorn   the same bare app on gunicorn's sync workers: the ceiling
              serve had before it moved to granian
-  serve      ``pixel-middleware serve --workers 2`` with a ``file:`` sink and
+  serve      ``pixel-middleware serve --workers N`` with a ``file:`` sink and
              metrics on (its defaults otherwise)
 
 Prints requests per second, p50/p99 latency and each server's share of
 nginx's rate, the median round against the targets: serve at least 0.5x
 nginx on new connections and 0.35x on keep-alive. The servers, wrk and
 this script share the machine's cores: compare ratios, never absolute
-figures, across runs or machines.
+figures, across runs or machines. ``--workers`` sets the worker processes
+of bare, gunicorn and serve (nginx keeps 2; on the 2-core development
+machine 1 or 2 made no difference to it): on a machine whose cores wrk
+shares, granian's single worker may do better than one per core.
 
 Checks that serve recorded what it answered: the events file must hold a
 line for every request wrk counted (wrk does not count requests still in
@@ -100,7 +103,7 @@ http {{
 SERVERS = ("nginx", "bare", "gunicorn", "serve")
 
 
-def start(kind: str, port: int, events_file: str) -> subprocess.Popen:
+def start(kind: str, port: int, events_file: str, workers: int = WORKERS) -> subprocess.Popen:
     """``kind`` (one of :data:`SERVERS`) listening on ``port``; serve writes its events to ``events_file``."""
     env = {**os.environ, "PYTHONPATH": ROOT}
     bench = os.path.join(ROOT, "benchmarks")
@@ -111,14 +114,14 @@ def start(kind: str, port: int, events_file: str) -> subprocess.Popen:
             file.write(NGINX_CONF.format(dir=conf_dir, port=port))
         command = [nginx, "-c", os.path.join(conf_dir, "nginx.conf"), "-g", "daemon off;"]
     elif kind == "bare":
-        command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(WORKERS),
+        command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers),
                    "--blocking-threads", "1", "--no-ws", "--host", "127.0.0.1", "--port", str(port),
                    "--working-dir", bench, "--log-level", "warning", "bench_http:bare_app"]
     elif kind == "gunicorn":
-        command = [sys.executable, "-m", "gunicorn", "--chdir", bench, "--workers", str(WORKERS),
+        command = [sys.executable, "-m", "gunicorn", "--chdir", bench, "--workers", str(workers),
                    "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "bench_http:bare_app"]
     else:
-        command = [sys.executable, "-m", "pixel_middleware", "serve", "--workers", str(WORKERS),
+        command = [sys.executable, "-m", "pixel_middleware", "serve", "--workers", str(workers),
                    "--host", "127.0.0.1", "--port", str(port), "--sink", f"file:{events_file}", "--drain", "0"]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -177,6 +180,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per server, mode and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=WORKERS, help="worker processes of bare, gunicorn and serve")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -185,14 +189,14 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="bench-http-")
     events_file = os.path.join(workdir, "events.jsonl")
     ports = {kind: free_port() for kind in SERVERS}
-    servers = {kind: start(kind, port, events_file) for kind, port in ports.items()}
+    servers = {kind: start(kind, port, events_file, args.workers) for kind, port in ports.items()}
     modes = {"keep-alive": None, "close": "Connection: close"}
     results: Dict[str, Dict[str, List[Dict[str, float]]]] = {m: {k: [] for k in SERVERS} for m in modes}
     recorded = 0.0
     try:
         for kind, port in ports.items():
             wait_ready(f"http://127.0.0.1:{port}{PATH}?{QUERY}", servers[kind])
-        print(f"{WORKERS} workers each; wrk -t2 -c{args.connections} -d{args.duration:g}s; {os.cpu_count()} cores; "
+        print(f"{args.workers} workers each (nginx 2); wrk -t2 -c{args.connections} -d{args.duration:g}s; {os.cpu_count()} cores; "
               "RudderStack track example")
         for round_ in range(1, args.rounds + 1):
             for mode, header in modes.items():
