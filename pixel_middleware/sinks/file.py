@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any, Dict, List, Optional
 
 from ..core.events import Event
@@ -39,6 +40,8 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 #: Longest a held line waits for the lines after it, by default.
 LINGER_SECONDS = 0.005
 _log = logging.getLogger("pixel_middleware")
+#: Every FileSink of the process, so that a forked child (gunicorn --preload) starts from its own state.
+_open_sinks: "weakref.WeakSet[FileSink]" = weakref.WeakSet()
 
 
 class FileSink(Sink):
@@ -72,6 +75,16 @@ class FileSink(Sink):
         self._holding = threading.Event()  # set when a first line is held: the writer thread's cue
         self._writer: Optional[threading.Thread] = None
         self._stopping = threading.Event()
+        _open_sinks.add(self)
+
+    def _forked(self) -> None:
+        """In a child process just forked: the held lines and the writer thread are the parent's."""
+        self._held = []
+        self._held_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._holding = threading.Event()
+        self._stopping = threading.Event()
+        self._writer = None
 
     def emit(self, event: Event, **meta: Any) -> None:
         """Write the event's line (or hold it); an event with no valid JSON form raises here, writing nothing."""
@@ -88,7 +101,7 @@ class FileSink(Sink):
             held.append(data)
             if len(held) < self.batch and moment - self._held_since < self.linger:
                 if first:
-                    if self._writer is None:  # started here, in the process that writes (after a fork)
+                    if self._writer is None:  # started here, in the process that writes
                         self._writer = threading.Thread(target=self._write_lingering, daemon=True,
                                                         name=f"pixel-file-sink {self.path}")
                         self._writer.start()
@@ -192,3 +205,11 @@ class FileSink(Sink):
         if not path:
             raise ValueError("file sink URL needs a path: file:/var/log/pixels.jsonl")
         return cls(path)
+
+
+def _after_fork_in_child() -> None:
+    for sink in list(_open_sinks):
+        sink._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -186,3 +186,26 @@ def test_close_stops_the_sinks_thread_and_writes_what_it_held(tmp_path) -> None:
     writer.join(5)
     assert not writer.is_alive()
     assert lines(str(path)) == [{"n": 1}]
+
+
+def test_a_forked_child_writes_its_held_lines_with_a_thread_of_its_own(tmp_path) -> None:
+    """The parent's writer thread does not survive a fork (gunicorn --preload): the child starts its own."""
+    path = tmp_path / "forked.jsonl"
+    sink = FileSink(str(path), batch=16, linger=0.02)
+    sink.emit({"from": "parent"})  # the parent's writer thread starts
+    pid = os.fork()
+    if pid == 0:  # the child: its line must reach the file with no later event and no close
+        try:
+            sink.emit({"from": "child"})
+            began = time.monotonic()
+            while b'"child"' not in path.read_bytes():
+                if time.monotonic() - began > 5:
+                    os._exit(1)
+                time.sleep(0.01)
+            os._exit(0)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    sink.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(e["from"] for e in lines(str(path))) == ["child", "parent"]
