@@ -44,7 +44,7 @@ from ..pipeline.metrics import mark_process_dead, metrics_app
 from . import ops
 from .config import SERVE_OPTIONS, address
 from .ops import alive
-from .worker import BOOT_ERROR, collector_options, loader
+from .worker import BOOT_ERROR, collector_options, loader, wake_main_thread_on_stop
 
 _log = logging.getLogger("pixel_middleware")
 #: How often the main process looks for workers that died, to fold their metrics away.
@@ -133,6 +133,9 @@ def run(settings: Dict[str, Any]) -> int:
     ops = ops_listener(settings, draining.is_set) if settings.get("ops_port") else None
     sweeper = threading.Thread(target=_sweep, args=(settings,), daemon=True, name="pixel-sweeper")
     sweeper.start()
+    # granian's main loop too waits without a timeout: two stop signals at once (SIGTERM, then Ctrl-C)
+    # must not leave the second in another thread's hands.
+    wake_main_thread_on_stop()
     try:
         server.serve(target_loader=loader(settings, boot_failed), wrap_loader=False)
     except SystemExit as stop:

@@ -95,7 +95,7 @@ def loader(settings: Dict[str, Any], boot_failed: Any) -> Callable[[], Callable]
             boot_failed.set()
             os._exit(BOOT_ERROR)
         app.start()
-        _wake_main_thread_on_stop()
+        wake_main_thread_on_stop()
         # Registered in multiprocessing's own table, which keeps it until the process bootstrap runs it.
         multiprocessing.util.Finalize(None, app.close, args=(settings["shutdown_timeout"],), exitpriority=100)
         return app.public
@@ -103,9 +103,10 @@ def loader(settings: Dict[str, Any], boot_failed: Any) -> Callable[[], Callable]
     return load
 
 
-def _wake_main_thread_on_stop() -> None:
-    """Make a stop signal reach the worker's main thread, whichever thread the kernel gave it to.
+def wake_main_thread_on_stop() -> None:
+    """Make a stop signal reach this process's main thread, whichever thread the kernel gave it to.
 
+    Called in each worker, and in serve's main process before granian starts.
     granian's worker runs its Python stop handler in the main thread, which
     sleeps on a lock without a timeout and wakes only for a signal delivered
     to it. When two arrive together (Ctrl-C's SIGINT to the whole process

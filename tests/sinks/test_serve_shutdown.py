@@ -133,11 +133,11 @@ def test_sigterm_under_load_with_a_file_sink_then_restart_keeps_every_answered_p
 
 _SLEEPING_MAIN_THREAD = textwrap.dedent("""
     import signal, sys, threading, time
-    from pixel_middleware.server.worker import _wake_main_thread_on_stop
+    from pixel_middleware.server.worker import wake_main_thread_on_stop
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     if sys.argv[1] == "relay":
-        _wake_main_thread_on_stop()
+        wake_main_thread_on_stop()
     other = threading.Thread(target=time.sleep, args=(30,), daemon=True)
     other.start()
     print("ready", flush=True)
