@@ -11,7 +11,7 @@ from pixel_middleware import MemorySink, PixelMiddleware as WSGIPixelMiddleware,
 from pixel_middleware import event_received
 from pixel_middleware.core.gif import GIF
 from pixel_middleware.django import PixelMiddleware, state
-from pixeltest.opens.models import CampaignOpens
+from campaigns.models import CampaignOpens
 
 TRACK = "/v1/pixel/track?wk=site-key&e=Email+Opened&uid=u-1&p.campaign_id=spring"
 

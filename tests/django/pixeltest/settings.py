@@ -1,7 +1,16 @@
-"""The test project: the app, its middleware first, a model counting opens; overrides from PIXEL_TEST_SETTINGS (JSON)."""
+"""The test project: the app, its middleware first, the example's opens counter; overrides from PIXEL_TEST_SETTINGS (JSON).
+
+The model and receiver counting opens per campaign are the example project's
+own ``campaigns`` app (examples/django_project), so these tests run it.
+"""
 import json
 import os
+import sys
 import tempfile
+
+_EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "django_project")
+if os.path.abspath(_EXAMPLE) not in sys.path:
+    sys.path.append(os.path.abspath(_EXAMPLE))
 
 SECRET_KEY = "test-secret-key-not-for-production"
 SECRET_KEY_FALLBACKS: list = []
@@ -13,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "pixel_middleware.django",
+    "campaigns",
     "pixeltest.opens",
 ]
 MIDDLEWARE = [
