@@ -183,13 +183,7 @@ def path_key_cost(loops: int) -> None:
                       ("non-ASCII key (8 KiB of UTF-8)", "\u00e9" * 4096)):
         path = "/v1/" + key.encode("utf-8").decode("latin-1") + "/Pixel"
         assert collector.match(path).values["api_key"] == key
-        best = float("inf")
-        for _ in range(5):
-            begin = time.perf_counter()
-            for _ in range(loops):
-                collector.match(path)
-            best = min(best, (time.perf_counter() - begin) / loops * 1e6)
-        rows.append(f"  {name:<38} {best:6.2f} us")
+        rows.append(f"  {name:<38} {per_call(lambda i: collector.match(path), loops, 5):6.2f} us")
     print("\nRoute match with the key in the path (mParticle)")
     print("\n".join(rows))
 
