@@ -208,3 +208,29 @@ def test_pixel_middleware_loads_prometheus_client_only_when_asked_and_names_the_
                   "    else:\n        raise SystemExit('no error')")
     assert missing.returncode == 0, missing.stderr
     assert missing.stdout.count('pip install "pixel-middleware[metrics]"') == 2, missing.stdout
+
+
+def test_a_worker_file_not_yet_sized_does_not_fail_the_scrape(tmp_path) -> None:
+    """prometheus_client creates a worker's file empty and sizes it a moment later: a scrape between gets 200."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = ("import os\n"
+            "from werkzeug.test import Client\n"
+            "from pixel_middleware import PixelMiddleware, MemorySink, metrics_app\n"
+            "app = PixelMiddleware(None, sink=MemorySink(), metrics=True)\n"
+            "assert Client(app).get('/v1/pixel/track?wk=k&e=Opened&uid=u').status_code == 200\n"
+            "app.collector._metrics.flush()\n"
+            "open(os.path.join(os.environ['PROMETHEUS_MULTIPROC_DIR'], 'counter_999999.db'), 'wb').close()\n"
+            "answer = Client(metrics_app()).get('/metrics')\n"
+            "print(answer.status_code)\n"
+            "print(answer.get_data(as_text=True))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    status, _, text = done.stdout.partition("\n")
+    assert status == "200", done.stdout
+    assert 'pixel_events_total{dialect="compact",type="track"} 1.0' in text, text
