@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,7 @@ def test_a_stop_mid_stream_then_restart_delivers_every_answered_pixel(endpoint: 
     answered: Set[str] = set()
     lock = threading.Lock()
     stopped = threading.Event()
+    signalled_at = [0.0]
 
     def send(mid: str) -> None:
         if pixel(port, mid):
@@ -60,6 +62,7 @@ def test_a_stop_mid_stream_then_restart_delivers_every_answered_pixel(endpoint: 
                     else:
                         for pid in [first.proc.pid, *children(first.proc.pid)]:
                             os.kill(pid, signal.SIGINT)
+                    signalled_at[0] = time.monotonic()
                     stopped.set()
 
     try:
@@ -68,11 +71,15 @@ def test_a_stop_mid_stream_then_restart_delivers_every_answered_pixel(endpoint: 
             list(pool.map(send, [f"m{i:04d}" for i in range(2000)]))
         assert stopped.is_set()
         assert first.proc.wait(60) == 0, first.output()
+        took = time.monotonic() - signalled_at[0]
     finally:
         first.stop()
     output = first.output()
     assert "Traceback" not in output, output
-    assert "refused to gracefully stop" not in output, output  # killed: its events gone with it
+    # A worker that missed its stop signal answers until granian kills it, 22 s on (--shutdown-timeout + 20),
+    # and its events go with it. (granian's own "Killing worker ... refused to gracefully stop" line is no
+    # proof: its check races the thread that reaps the worker, and may follow a worker that stopped.)
+    assert took < 15, (took, output)
     assert 1000 <= len(answered) < 2000, "SIGTERM came after every pixel was sent"
     delivered_before = {e["messageId"] for e in endpoint.events(200)}
     assert delivered_before < answered, "the test needs events left in memory at SIGTERM"
