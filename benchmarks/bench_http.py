@@ -17,8 +17,11 @@ browsers fetching one pixel mostly come):
   serve      ``pixel-middleware serve --workers N`` with a ``file:`` sink and
              metrics on (its defaults otherwise)
 
-Prints requests per second, p50/p99 latency and each server's share of
-nginx's rate, the median round against the targets: serve at least 0.5x
+Prints requests per second, p50/p99 latency, the CPU time the server's
+processes spent per request (nginx's workers, or granian's and gunicorn's;
+steadier than the rate on a shared machine, whose other tenants take the
+cores at times) and each server's share of nginx's rate, the median round
+against the targets: serve at least 0.5x
 nginx on new connections and 0.35x on keep-alive. The servers, wrk and
 this script share the machine's cores: compare ratios, never absolute
 figures, across runs or machines. ``--workers`` sets the worker processes
@@ -201,13 +204,16 @@ def main() -> None:
         for round_ in range(1, args.rounds + 1):
             for mode, header in modes.items():
                 for kind in SERVERS:  # alternated, so that a busy spell hits every server alike
+                    cpu = worker_cpu_seconds(servers[kind].pid)
                     figures = wrk(f"http://127.0.0.1:{ports[kind]}{PATH}?{QUERY}", args.duration, args.connections,
                                   header=header)
+                    figures["cpu_us"] = (worker_cpu_seconds(servers[kind].pid) - cpu) / figures["requests"] * 1e6
                     results[mode][kind].append(figures)
                     if kind == "serve":
                         recorded += figures["requests"]
                     print(f"  round {round_} {mode:<10} {kind:<9} {figures['rps']:9.0f} req/s   "
-                          f"p50 {figures['p50']:6.2f} ms   p99 {figures['p99']:6.2f} ms")
+                          f"p50 {figures['p50']:6.2f} ms   p99 {figures['p99']:6.2f} ms   "
+                          f"worker CPU {figures['cpu_us']:6.1f} us/request")
     finally:
         for process in servers.values():
             stop(process)
@@ -221,7 +227,8 @@ def main() -> None:
             ratio = statistics.median(r["rps"] / n["rps"] for r, n in zip(rows[kind], rows["nginx"]))
             print(f"    {kind:<9} {statistics.median(r['rps'] for r in rows[kind]):9.0f} req/s   "
                   f"p50 {statistics.median(r['p50'] for r in rows[kind]):6.2f} ms   "
-                  f"p99 {statistics.median(r['p99'] for r in rows[kind]):6.2f} ms   {ratio:.2f}x nginx")
+                  f"p99 {statistics.median(r['p99'] for r in rows[kind]):6.2f} ms   {ratio:.2f}x nginx   "
+                  f"worker CPU {statistics.median(r['cpu_us'] for r in rows[kind]):6.1f} us/request")
         ratio = statistics.median(r["rps"] / n["rps"] for r, n in zip(rows["serve"], rows["nginx"]))
         print(f"    serve / nginx = {ratio:.2f}x (target >= {targets[mode]:.2f}x: "
               f"{'ok' if ratio >= targets[mode] else 'MISSED'})")
