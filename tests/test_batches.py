@@ -88,7 +88,7 @@ def test_close_returns_at_once_when_the_timer_thread_waits_for_a_next_batch(sink
     started = time.monotonic()
     app.close(30)
     assert time.monotonic() - started < 5
-    assert not app._timer.is_alive()
+    assert not app._holder._thread.is_alive()
 
 
 def test_head_other_methods_clicks_and_other_paths_are_answered_as_the_middleware_answers(sink):

@@ -34,6 +34,7 @@ import weakref
 from typing import Any, Dict, List, Optional
 
 from ..core.events import Event
+from ..core.holding import Holder
 from .base import Sink, encode_event
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
@@ -58,86 +59,52 @@ class FileSink(Sink):
 
     def __init__(self, path: str, *, batch: int = 1, linger: float = LINGER_SECONDS) -> None:
         self.path = os.path.abspath(path)
-        if batch < 1:
-            raise ValueError(f"batch must be at least 1, not {batch}")
-        if not linger > 0:
-            raise ValueError(f"linger must be above 0 seconds, not {linger}")
-        self.batch = batch
-        self.linger = linger
+        self._held: Holder[bytes] = Holder(self._write_held, batch, linger, name=f"pixel-file-sink {self.path}")
         self._lock = threading.Lock()
         self._fd = os.open(self.path, _FLAGS, 0o600)
         self._retired = -1  # the descriptor before the last reopen, closed at the next one
         self._checked = time.monotonic()
-        self._held: List[bytes] = []
-        self._held_since = 0.0
-        self._held_lock = threading.Lock()
         self._lost = 0  # held lines a write failed for: counted as dead-lettered
-        self._holding = threading.Event()  # set when a first line is held: the writer thread's cue
-        self._writer: Optional[threading.Thread] = None
-        self._stopping = threading.Event()
         _open_sinks.add(self)
+
+    @property
+    def batch(self) -> int:
+        """Lines held for one ``write`` (``serve``'s workers raise it to 16)."""
+        return self._held.size
+
+    @batch.setter
+    def batch(self, size: int) -> None:
+        self._held.size = size
+
+    @property
+    def linger(self) -> float:
+        return self._held.linger
 
     def _forked(self) -> None:
         """In a child process just forked: the held lines and the writer thread are the parent's."""
-        self._held = []
-        self._held_lock = threading.Lock()
+        self._held = self._held.forked()
         self._lock = threading.Lock()
-        self._holding = threading.Event()
-        self._stopping = threading.Event()
-        self._writer = None
 
     def emit(self, event: Event, **meta: Any) -> None:
         """Write the event's line (or hold it); an event with no valid JSON form raises here, writing nothing."""
         data = encode_event(event) + b"\n"
-        if self.batch == 1:
+        if self._held.size == 1:
             self._write(data)
-            return
-        moment = time.monotonic()
-        with self._held_lock:
-            held = self._held
-            first = not held
-            if first:
-                self._held_since = moment
-            held.append(data)
-            if len(held) < self.batch and moment - self._held_since < self.linger:
-                if first:
-                    if self._writer is None:  # started here, in the process that writes
-                        self._writer = threading.Thread(target=self._write_lingering, daemon=True,
-                                                        name=f"pixel-file-sink {self.path}")
-                        self._writer.start()
-                    self._holding.set()
-                return
-            self._held = []
-        self._write_held(held)
+        else:
+            self._held.add(data)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Write the held lines now."""
-        if self._held:
-            with self._held_lock:
-                held, self._held = self._held, []
-            self._write_held(held)
+        self._held.flush()
         return True
-
-    def _write_lingering(self) -> None:
-        """The writer thread: once a first line is held, wait ``linger`` and write what is held by then."""
-        while True:
-            self._holding.wait()
-            # Cleared before the wait: a line held from here on is written by this round's flush,
-            # or finds the list empty again and sets the cue for the next round (close() sets it too).
-            self._holding.clear()
-            if self._stopping.wait(self.linger):
-                return  # close() writes what is held
-            self.flush()
 
     def _write_held(self, held: List[bytes]) -> None:
         # Held lines belong to requests already answered: a failure to write them is
         # logged and counted (dead-lettered), never raised at a later request.
-        if not held:
-            return
         try:
             self._write(b"".join(held))
         except OSError as error:
-            with self._held_lock:  # two request threads may fail at once
+            with self._lock:  # two request threads may fail at once
                 self._lost += len(held)
             _log.error("file sink %s could not write %d held events: %s", self.path, len(held), error)
 
@@ -175,12 +142,7 @@ class FileSink(Sink):
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Write the held lines and close the file; lines written are the kernel's to keep."""
-        self._stopping.set()
-        self._holding.set()
-        writer = self._writer
-        if writer is not None and writer is not threading.current_thread():
-            writer.join(timeout)
-        self.flush()
+        self._held.close(timeout)
         with self._lock:
             for fd in (self._fd, self._retired):
                 if fd >= 0:

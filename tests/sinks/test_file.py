@@ -180,7 +180,7 @@ def test_close_stops_the_sinks_thread_and_writes_what_it_held(tmp_path) -> None:
     path = tmp_path / "closed.jsonl"
     sink = FileSink(str(path), batch=16, linger=60)
     sink.emit({"n": 1})
-    writer = sink._writer
+    writer = sink._held._thread
     assert writer is not None and writer.is_alive()
     sink.close()
     writer.join(5)
