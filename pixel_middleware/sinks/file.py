@@ -32,6 +32,7 @@ import threading
 import time
 import weakref
 from typing import Any, Dict, List, Optional
+from urllib.parse import parse_qsl
 
 from ..core.events import Event
 from ..core.holding import Holder
@@ -158,15 +159,33 @@ class FileSink(Sink):
 
     @classmethod
     def from_url(cls, url: str) -> "FileSink":
-        """``file:/var/log/pixels.jsonl`` or ``file:///var/log/pixels.jsonl`` (``file:events.jsonl`` is relative)."""
-        path = url.partition(":")[2]
+        """``file:/var/log/pixels.jsonl`` or ``file:///var/log/pixels.jsonl`` (``file:events.jsonl`` is relative).
+
+        Options go in the fragment, as for the other sinks:
+        ``file:/var/log/pixels.jsonl#batch=16&linger=0.005``. An unknown
+        option, or a value that does not convert (a blank one included), is
+        an error naming it rather than part of the file's name.
+        """
+        path, _, fragment = url.partition(":")[2].partition("#")
         if path.startswith("//"):
             path = path[2:]
             if not path.startswith("/"):
                 raise ValueError(f"file sink URL {url!r}: a host is not allowed, use file:///path")
         if not path:
             raise ValueError("file sink URL needs a path: file:/var/log/pixels.jsonl")
-        return cls(path)
+        options: Dict[str, Any] = {}
+        for name, value in parse_qsl(fragment, keep_blank_values=True):
+            convert = _URL_OPTIONS.get(name)
+            if convert is None:
+                raise ValueError(f"file sink URL option {name!r} is unknown: the options are batch and linger")
+            try:
+                options[name] = convert(value)
+            except ValueError:
+                raise ValueError(f"file sink URL option {name}={value!r} is not valid") from None
+        return cls(path, **options)
+
+
+_URL_OPTIONS = {"batch": int, "linger": float}
 
 
 def _after_fork_in_child() -> None:

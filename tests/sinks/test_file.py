@@ -85,6 +85,27 @@ def test_bad_file_urls(url) -> None:
         sink_from_url(url)
 
 
+def test_file_url_options_go_in_the_fragment(tmp_path) -> None:
+    path = tmp_path / "held.jsonl"
+    sink = sink_from_url(f"file:{path}#batch=3&linger=60")
+    assert (sink.path, sink.batch, sink.linger) == (str(path), 3, 60.0)
+    sink.emit({"n": 1})
+    sink.emit({"n": 2})
+    assert path.read_bytes() == b""  # held, as batch=3 says
+    sink.emit({"n": 3})
+    assert lines(str(path)) == [{"n": 1}, {"n": 2}, {"n": 3}]
+    sink.close()
+    assert not (tmp_path / "held.jsonl#batch=3&linger=60").exists()
+
+
+@pytest.mark.parametrize("fragment, named", [("bacth=16", "'bacth' is unknown"), ("batch=", "batch=''"),
+                                             ("batch=x", "batch='x'"), ("linger=0", "linger must be above 0"),
+                                             ("linger=nan", "linger must be above 0"), ("batch=0", "at least 1")])
+def test_a_file_url_option_that_is_unknown_or_would_not_hold_is_refused_by_name(tmp_path, fragment, named) -> None:
+    with pytest.raises(ValueError, match=named):
+        sink_from_url(f"file:{tmp_path / 'x.jsonl'}#{fragment}")
+
+
 def test_held_lines_are_written_in_one_write_when_the_batch_fills_at_flush_and_at_close(tmp_path, monkeypatch) -> None:
     path = tmp_path / "held.jsonl"
     sink = FileSink(str(path), batch=3, linger=60)  # nothing written by the sink's thread meanwhile
