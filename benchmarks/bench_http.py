@@ -12,6 +12,9 @@ browsers fetching one pixel mostly come):
              shipping the log to Kafka
   bare       a WSGI callable that only returns the GIF, on granian as serve
              runs it (``--workers``, one Python thread each): serve's ceiling
+  answer     ``serve`` itself with its recording switched off in this
+             benchmark (:func:`answer_only_serve`): what answering a pixel
+             costs serve, so that the rest of serve's cost is recording's
   gunicorn   the same bare app on gunicorn's sync workers: the ceiling
              serve had before it moved to granian
   serve      ``pixel-middleware serve --workers N`` with a ``file:`` sink and
@@ -20,9 +23,13 @@ browsers fetching one pixel mostly come):
 Prints requests per second, p50/p99 latency, the CPU time the server's
 processes spent per request (nginx's workers, or granian's and gunicorn's;
 steadier than the rate on a shared machine, whose other tenants take the
-cores at times) and each server's share of nginx's rate, the median round
-against the targets: serve at least 0.5x
-nginx on new connections and 0.35x on keep-alive. The servers, wrk and
+cores at times), the whole machine's CPU time per request (wrk's and the
+kernel's included: all of it is what the cores must give each request) and
+each server's share of nginx's rate, the median round against the targets:
+serve at least 0.5x nginx on new connections and 0.35x on keep-alive. Then
+the budget the target leaves for recording an event: the machine's CPU per
+request at the target rate, less what answering alone took (``answer``),
+beside what recording took (serve's less answer's). The servers, wrk and
 this script share the machine's cores: compare ratios, never absolute
 figures, across runs or machines. ``--workers`` sets the worker processes
 of bare, gunicorn and serve (nginx keeps 2; on the 2-core development
@@ -103,7 +110,7 @@ http {{
   server {{ listen 127.0.0.1:{port}; location / {{ empty_gif; }} }}
 }}
 """
-SERVERS = ("nginx", "bare", "gunicorn", "serve")
+SERVERS = ("nginx", "bare", "answer", "gunicorn", "serve")
 
 
 def start(kind: str, port: int, events_file: str, workers: int = WORKERS) -> subprocess.Popen:
@@ -124,10 +131,37 @@ def start(kind: str, port: int, events_file: str, workers: int = WORKERS) -> sub
         command = [sys.executable, "-m", "gunicorn", "--chdir", bench, "--workers", str(workers),
                    "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "bench_http:bare_app"]
     else:
-        command = [sys.executable, "-m", "pixel_middleware", "serve", "--workers", str(workers),
-                   "--host", "127.0.0.1", "--port", str(port), "--sink", f"file:{events_file}", "--drain", "0"]
+        serve = ["serve", "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port), "--drain", "0"]
+        if kind == "serve":
+            command = [sys.executable, "-m", "pixel_middleware", *serve, "--sink", f"file:{events_file}"]
+        else:  # the same serve, recording nothing: its sink file stays empty
+            command = [sys.executable, "-c", "import sys, bench_http; sys.exit(bench_http.answer_only_serve())",
+                       *serve, "--sink", f"file:{events_file}.answer-only"]
+            env["PYTHONPATH"] = os.pathsep.join((ROOT, bench))
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
+
+
+def answer_only_serve() -> int:
+    """``pixel-middleware serve`` with ``sys.argv``'s arguments, its workers dropping every batch they hold.
+
+    Everything else is serve's own (granian and its settings, the worker
+    app, metrics): the pixels are answered and held as
+    always, and only :meth:`~pixel_middleware.server.batches.Batches._record`
+    does nothing. The workers are forked from this process and inherit it.
+    """
+    from pixel_middleware.server.batches import Batches
+    from pixel_middleware.server.cli import main as cli
+
+    Batches._record = lambda self, batch: None  # type: ignore[method-assign]
+    return cli(sys.argv[1:])
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as file:
+        ticks = [int(field) for field in file.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -204,16 +238,17 @@ def main() -> None:
         for round_ in range(1, args.rounds + 1):
             for mode, header in modes.items():
                 for kind in SERVERS:  # alternated, so that a busy spell hits every server alike
-                    cpu = worker_cpu_seconds(servers[kind].pid)
+                    cpu, busy = worker_cpu_seconds(servers[kind].pid), machine_busy_seconds()
                     figures = wrk(f"http://127.0.0.1:{ports[kind]}{PATH}?{QUERY}", args.duration, args.connections,
                                   header=header)
+                    figures["machine_us"] = (machine_busy_seconds() - busy) / figures["requests"] * 1e6
                     figures["cpu_us"] = (worker_cpu_seconds(servers[kind].pid) - cpu) / figures["requests"] * 1e6
                     results[mode][kind].append(figures)
                     if kind == "serve":
                         recorded += figures["requests"]
                     print(f"  round {round_} {mode:<10} {kind:<9} {figures['rps']:9.0f} req/s   "
                           f"p50 {figures['p50']:6.2f} ms   p99 {figures['p99']:6.2f} ms   "
-                          f"worker CPU {figures['cpu_us']:6.1f} us/request")
+                          f"worker CPU {figures['cpu_us']:6.1f} us/request   machine {figures['machine_us']:6.1f} us")
     finally:
         for process in servers.values():
             stop(process)
@@ -228,10 +263,18 @@ def main() -> None:
             print(f"    {kind:<9} {statistics.median(r['rps'] for r in rows[kind]):9.0f} req/s   "
                   f"p50 {statistics.median(r['p50'] for r in rows[kind]):6.2f} ms   "
                   f"p99 {statistics.median(r['p99'] for r in rows[kind]):6.2f} ms   {ratio:.2f}x nginx   "
-                  f"worker CPU {statistics.median(r['cpu_us'] for r in rows[kind]):6.1f} us/request")
+                  f"worker CPU {statistics.median(r['cpu_us'] for r in rows[kind]):6.1f} us/request   "
+                  f"machine {statistics.median(r['machine_us'] for r in rows[kind]):6.1f} us")
         ratio = statistics.median(r["rps"] / n["rps"] for r, n in zip(rows["serve"], rows["nginx"]))
         print(f"    serve / nginx = {ratio:.2f}x (target >= {targets[mode]:.2f}x: "
               f"{'ok' if ratio >= targets[mode] else 'MISSED'})")
+        # The cores busy during nginx's round (all of them: the machine is saturated), shared by target x its rate.
+        allowed = statistics.median(n["machine_us"] / targets[mode] for n in rows["nginx"])
+        answering = statistics.median(r["machine_us"] for r in rows["answer"])
+        recording = statistics.median(s["machine_us"] - a["machine_us"] for s, a in zip(rows["serve"], rows["answer"]))
+        print(f"    at {targets[mode]:.2f}x nginx a request may take {allowed:.1f} us of the machine's CPU; answering "
+              f"alone took {answering:.1f}, leaving {allowed - answering:.1f} us for recording an event, "
+              f"which took {recording:.1f} us")
     print(f"\n  events recorded: {lines} lines for {recorded:.0f} requests counted by wrk (+ readiness probes)")
     shutil.rmtree(workdir, ignore_errors=True)
     if lines < recorded:
