@@ -272,6 +272,8 @@ def main() -> None:
         allowed = statistics.median(n["machine_us"] / targets[mode] for n in rows["nginx"])
         answering = statistics.median(r["machine_us"] for r in rows["answer"])
         recording = statistics.median(s["machine_us"] - a["machine_us"] for s, a in zip(rows["serve"], rows["answer"]))
+        own = statistics.median(r["rps"] / a["rps"] for r, a in zip(rows["serve"], rows["answer"]))
+        print(f"    serve / answer = {own:.2f}x (serve's rate against its own answer path's)")
         print(f"    at {targets[mode]:.2f}x nginx a request may take {allowed:.1f} us of the machine's CPU; answering "
               f"alone took {answering:.1f}, leaving {allowed - answering:.1f} us for recording an event, "
               f"which took {recording:.1f} us")
