@@ -257,23 +257,27 @@ def main() -> None:
     targets = {"keep-alive": 0.35, "close": 0.5}
     for mode in modes:
         rows = results[mode]
+
+        def median(kind: str, figure: str) -> float:
+            return statistics.median(r[figure] for r in rows[kind])
+
+        def rate_ratio(kind: str, base: str) -> float:
+            """The median round's ratio: both were driven in the same round, by the same load on the host."""
+            return statistics.median(r["rps"] / b["rps"] for r, b in zip(rows[kind], rows[base]))
+
         print(f"\n  {mode}: median of {args.rounds} rounds")
         for kind in SERVERS:
-            ratio = statistics.median(r["rps"] / n["rps"] for r, n in zip(rows[kind], rows["nginx"]))
-            print(f"    {kind:<9} {statistics.median(r['rps'] for r in rows[kind]):9.0f} req/s   "
-                  f"p50 {statistics.median(r['p50'] for r in rows[kind]):6.2f} ms   "
-                  f"p99 {statistics.median(r['p99'] for r in rows[kind]):6.2f} ms   {ratio:.2f}x nginx   "
-                  f"worker CPU {statistics.median(r['cpu_us'] for r in rows[kind]):6.1f} us/request   "
-                  f"machine {statistics.median(r['machine_us'] for r in rows[kind]):6.1f} us")
-        ratio = statistics.median(r["rps"] / n["rps"] for r, n in zip(rows["serve"], rows["nginx"]))
+            print(f"    {kind:<9} {median(kind, 'rps'):9.0f} req/s   p50 {median(kind, 'p50'):6.2f} ms   "
+                  f"p99 {median(kind, 'p99'):6.2f} ms   {rate_ratio(kind, 'nginx'):.2f}x nginx   "
+                  f"worker CPU {median(kind, 'cpu_us'):6.1f} us/request   machine {median(kind, 'machine_us'):6.1f} us")
+        ratio = rate_ratio("serve", "nginx")
         print(f"    serve / nginx = {ratio:.2f}x (target >= {targets[mode]:.2f}x: "
               f"{'ok' if ratio >= targets[mode] else 'MISSED'})")
-        # The cores busy during nginx's round (all of them: the machine is saturated), shared by target x its rate.
-        allowed = statistics.median(n["machine_us"] / targets[mode] for n in rows["nginx"])
-        answering = statistics.median(r["machine_us"] for r in rows["answer"])
+        print(f"    serve / answer = {rate_ratio('serve', 'answer'):.2f}x (serve's rate against its own answer path's)")
+        # The cores busy during nginx's rounds (all of them: the machine is saturated), shared by target x its rate.
+        allowed = median("nginx", "machine_us") / targets[mode]
+        answering = median("answer", "machine_us")
         recording = statistics.median(s["machine_us"] - a["machine_us"] for s, a in zip(rows["serve"], rows["answer"]))
-        own = statistics.median(r["rps"] / a["rps"] for r, a in zip(rows["serve"], rows["answer"]))
-        print(f"    serve / answer = {own:.2f}x (serve's rate against its own answer path's)")
         print(f"    at {targets[mode]:.2f}x nginx a request may take {allowed:.1f} us of the machine's CPU; answering "
               f"alone took {answering:.1f}, leaving {allowed - answering:.1f} us for recording an event, "
               f"which took {recording:.1f} us")
