@@ -146,9 +146,8 @@ def answer_only_serve() -> int:
     """``pixel-middleware serve`` with ``sys.argv``'s arguments, its workers dropping every batch they hold.
 
     Everything else is serve's own (granian and its settings, the worker
-    app, metrics): the pixels are answered and held as
-    always, and only :meth:`~pixel_middleware.server.batches.Batches._record`
-    does nothing. The workers are forked from this process and inherit it.
+    app, metrics): the pixels are answered and held as always, and only
+    :meth:`~pixel_middleware.server.batches.Batches._record` does nothing. The workers are forked from this process and inherit it.
     """
     from pixel_middleware.server.batches import Batches
     from pixel_middleware.server.cli import main as cli
