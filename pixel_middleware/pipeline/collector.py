@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from typing import Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
 from blinker import Signal
 
@@ -30,8 +30,6 @@ from ..sinks import resolve_sink
 
 _log = logging.getLogger("pixel_middleware")
 _VARIABLE = re.compile(r"<(?:[^>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
-
-WriteKeys = Union[Collection[str], Callable[[str], bool], None]
 
 
 class Route(NamedTuple):
