@@ -270,7 +270,7 @@ def main() -> None:
                   f"p99 {median(kind, 'p99'):6.2f} ms   {rate_ratio(kind, 'nginx'):.2f}x nginx   "
                   f"worker CPU {median(kind, 'cpu_us'):6.1f} us/request   machine {median(kind, 'machine_us'):6.1f} us")
         ratio = rate_ratio("serve", "nginx")
-        print(f"    serve / nginx = {ratio:.2f}x (target >= {targets[mode]:.2f}x: "
+        print(f"    serve / nginx = {ratio:.3f}x (target >= {targets[mode]:.2f}x: "
               f"{'ok' if ratio >= targets[mode] else 'MISSED'})")
         print(f"    serve / answer = {rate_ratio('serve', 'answer'):.2f}x (serve's rate against its own answer path's)")
         # The cores busy during nginx's rounds (all of them: the machine is saturated), shared by target x its rate.
