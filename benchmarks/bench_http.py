@@ -25,8 +25,9 @@ processes spent per request (nginx's workers, or granian's and gunicorn's;
 steadier than the rate on a shared machine, whose other tenants take the
 cores at times), the whole machine's CPU time per request (wrk's and the
 kernel's included: all of it is what the cores must give each request) and
-each server's share of nginx's rate, the median round against the targets:
-serve at least 0.5x nginx on new connections and 0.35x on keep-alive. Then
+each server's share of nginx's rate (and serve's of answer's and bare's),
+the median round against the targets: serve at least 0.5x nginx on new
+connections and 0.35x on keep-alive. Then
 the budget the target leaves for recording an event: the machine's CPU per
 request at the target rate, less what answering alone took (``answer``),
 beside what recording took (serve's less answer's). The servers, wrk and
@@ -273,6 +274,8 @@ def main() -> None:
         print(f"    serve / nginx = {ratio:.3f}x (target >= {targets[mode]:.2f}x: "
               f"{'ok' if ratio >= targets[mode] else 'MISSED'})")
         print(f"    serve / answer = {rate_ratio('serve', 'answer'):.2f}x (serve's rate against its own answer path's)")
+        print(f"    serve / bare = {rate_ratio('serve', 'bare'):.2f}x (against the bare app on the same server: "
+              "the share of granian's rate that recording leaves)")
         # The cores busy during nginx's rounds (all of them: the machine is saturated), shared by target x its rate.
         allowed = median("nginx", "machine_us") / targets[mode]
         answering = median("answer", "machine_us")
