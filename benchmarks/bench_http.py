@@ -27,10 +27,10 @@ cores at times), the whole machine's CPU time per request (wrk's and the
 kernel's included: all of it is what the cores must give each request) and
 each server's share of nginx's rate (and serve's of answer's and bare's),
 the median round against the targets: serve at least 0.5x nginx on new
-connections and 0.35x on keep-alive. Then
-the budget the target leaves for recording an event: the machine's CPU per
-request at the target rate, less what answering alone took (``answer``),
-beside what recording took (serve's less answer's). The servers, wrk and
+connections and 0.35x on keep-alive. Then the budget the target leaves for
+recording an event: the machine's CPU per request at the target rate, less
+what answering alone took (``answer``), beside what recording took (serve's
+less answer's). The servers, wrk and
 this script share the machine's cores: compare ratios, never absolute
 figures, across runs or machines. ``--workers`` sets the worker processes
 of bare, gunicorn and serve (nginx keeps 2; on the 2-core development
@@ -148,7 +148,8 @@ def answer_only_serve() -> int:
 
     Everything else is serve's own (granian and its settings, the worker
     app, metrics): the pixels are answered and held as always, and only
-    :meth:`~pixel_middleware.server.batches.Batches._record` does nothing. The workers are forked from this process and inherit it.
+    :meth:`~pixel_middleware.server.batches.Batches._record` does nothing.
+    The workers are forked from this process and inherit it.
     """
     from pixel_middleware.server.batches import Batches
     from pixel_middleware.server.cli import main as cli
