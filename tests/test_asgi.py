@@ -12,10 +12,8 @@ import http.client
 import json
 import os
 import signal
-import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import httpx
 import pytest
