@@ -30,9 +30,8 @@ the median round against the targets: serve at least 0.5x nginx on new
 connections and 0.35x on keep-alive. Then the budget the target leaves for
 recording an event: the machine's CPU per request at the target rate, less
 what answering alone took (``answer``), beside what recording took (serve's
-less answer's). The servers, wrk and
-this script share the machine's cores: compare ratios, never absolute
-figures, across runs or machines. ``--workers`` sets the worker processes
+less answer's). The servers, wrk and this script share the machine's cores:
+compare ratios, never absolute figures, across runs or machines. ``--workers`` sets the worker processes
 of bare, gunicorn and serve (nginx keeps 2; on the 2-core development
 machine 1 or 2 made no difference to it): on a machine whose cores wrk
 shares, granian's single worker may do better than one per core.
